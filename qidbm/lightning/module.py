@@ -1,0 +1,293 @@
+"""DO-EM under contrastive divergence as a LightningModule (MODELS.md section 3).
+
+The training step is a loss whose autograd gradient is the CD estimate of the
+log-likelihood gradient with every summed-out layer (the quantum ones included)
+Rao-Blackwellised:
+
+    loss = mean_batch F_C(x_C^+) - mean_batch F_C(x_C^-)
+
+x_C^+ is the data with the classical hidden layers drawn from a chain clamped at
+the data (the E-step: for CQ models the Petz recovery map reduces to the model's
+own conditional), x_C^- comes from the negative chains; both are detached. One
+optimizer step on this loss is one M-step gradient step of DO-EM (Algorithm 2 of
+the DO-EM paper), so any torch optimizer, gradient clipping, precision plugin and
+DDP work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from qidbm.models import MODEL_CLASSES, BoltzmannMachine
+from qidbm.models.base import State
+from qidbm.samplers import GibbsSampler, bernoulli
+
+CHECKPOINT_FORMAT = 1
+NegativeStart = Literal["data", "persistent", "local_mode", "noise"]
+
+
+class BoltzmannModule(L.LightningModule):
+    """Train any :class:`~qidbm.models.BoltzmannMachine` by DO-EM / CD.
+
+    Args:
+        model: the machine (``RBM``, ``QRBM``, ``GRBM``, ``QGRBM``, ``DBM``, ``QiDBM``).
+        cd_steps: Gibbs sweeps of the negative chains per training step (the k of CD-k / PCD-k).
+        negative_start: where negative chains start each step: ``"data"`` (CD-k), ``"persistent"``
+            (PCD: chains are module state, saved in checkpoints, one set per DDP rank),
+            ``"local_mode"`` (the local mode reached from the data, Taniguchi et al. 2023)
+            or ``"noise"`` (fresh uniform noise, as Liao et al. 2022 do for GRBMs).
+        num_chains: persistent chains (default: the batch size).
+        positive: the E-step for classical hidden layers that are not summed out (DBMs):
+            ``"gibbs"`` (``positive_steps`` sweeps of a chain clamped at the data, started at
+            its mean field) or ``"mean_field"`` (the mean-field fixed point itself).
+        quantum_step: ``"paper"`` (the DO-EM paper's Z-basis step) or ``"exact"``
+            (Metropolis-corrected, exact for Gamma != 0); used by every chain.
+        visible_step, langevin_steps, langevin_step_size: Gaussian visibles: ``"gibbs"`` or
+            ``"langevin"`` (Gibbs-Langevin of Liao et al. 2022).
+        lr, momentum, weight_decay: the default optimizer, SGD (the DO-EM paper's; a CLI
+            ``optimizer:`` section replaces it).
+        init_visible_bias: set visible biases from the training data's marginals at the start
+            of a new fit (logit of the mean for binary units, mean and variance for Gaussian).
+        chain_seed: seed of this module's sampling generator (default: torch's initial seed); rank r
+            of a DDP job uses ``seed + r`` so chains differ across ranks.
+    """
+
+    def __init__(
+        self,
+        model: BoltzmannMachine,
+        cd_steps: int = 1,
+        negative_start: NegativeStart = "persistent",
+        num_chains: int | None = None,
+        positive: Literal["gibbs", "mean_field"] = "gibbs",
+        positive_steps: int = 5,
+        quantum_step: Literal["paper", "exact"] = "paper",
+        visible_step: Literal["gibbs", "langevin"] = "gibbs",
+        langevin_steps: int = 10,
+        langevin_step_size: float = 0.1,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        init_visible_bias: bool = True,
+        chain_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, BoltzmannMachine):
+            raise TypeError(f"model must be a qidbm BoltzmannMachine (RBM, QRBM, ...), got {type(model).__name__}")
+        if cd_steps < 1:
+            raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
+        if negative_start not in ("data", "persistent", "local_mode", "noise"):
+            raise ValueError(f"negative_start must be one of data, persistent, local_mode, noise; got {negative_start!r}")
+        if positive not in ("gibbs", "mean_field"):
+            raise ValueError(f"positive must be 'gibbs' or 'mean_field', got {positive!r}")
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.sampler = GibbsSampler(
+            quantum_step=quantum_step,
+            visible_step=visible_step,
+            langevin_steps=langevin_steps,
+            langevin_step_size=langevin_step_size,
+        )
+        self.summed_layers = model.default_summed_layers()
+        self.data_info: dict | None = None
+        self._chains: State | None = None
+        self._generator: torch.Generator | None = None
+        self._restored_generator_state: Tensor | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "data_info"):
+            self.data_info = dm.data_info()
+            n_vis = self.data_info.get("n_visible")
+            if n_vis is not None and n_vis != self.model.n_visible:
+                raise ValueError(
+                    f"the data has {n_vis} visible units ({self.data_info.get('dataset')}, encoding "
+                    f"{self.data_info.get('encoding')!r}) but the model has n_visible={self.model.n_visible}; "
+                    "set the model's first layer size to match the data's encoding"
+                )
+            enc = self.data_info.get("encoding")
+            if enc == "continuous" and not self.model.gaussian_visible:
+                raise ValueError("continuous data needs Gaussian visible units: use GRBM or QGRBM, or encoding=binary")
+            if enc in ("binary", "bitplanes") and self.model.gaussian_visible:
+                raise ValueError(f"{enc} data needs binary visible units: use encoding=continuous for GRBM/QGRBM")
+        # Data-dependent initialisation happens here, before DDP wraps the model (rank 0's values
+        # are then broadcast) and before a checkpoint is restored (which overwrites it).
+        if stage == "fit" and self.hparams.init_visible_bias and dm is not None:
+            self._init_visible_from_data(dm)
+
+    @torch.no_grad()
+    def _init_visible_from_data(self, dm, max_batches: int = 20) -> None:
+        batches = []
+        for i, b in enumerate(dm.train_dataloader()):
+            batches.append(_as_visible(b))
+            if i + 1 >= max_batches:
+                break
+        if not batches:
+            return
+        x = torch.cat(batches).to(torch.float64)
+        m = self.model
+        if m.gaussian_visible:
+            m.visible_bias.copy_(x.mean(0))
+            m.log_variance.copy_(torch.log(x.var(0).clamp_min(1e-2)))
+        else:
+            p = x.mean(0).clamp(1e-3, 1 - 1e-3)
+            m.layer_bias(0).copy_(torch.log(p) - torch.log1p(-p))
+
+    def on_fit_start(self) -> None:
+        seed = self.hparams.chain_seed if self.hparams.chain_seed is not None else torch.initial_seed()
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(seed) + self.global_rank)
+        if self._restored_generator_state is not None:
+            self._generator.set_state(self._restored_generator_state)
+            self._restored_generator_state = None
+        if self._chains is not None:
+            self._chains = [c.to(self.device, self.dtype) for c in self._chains]
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self._generator
+
+    # ------------------------------------------------------------------ phases
+    @torch.no_grad()
+    def positive_phase(self, v: Tensor) -> State:
+        """x_C^+: the data, with non-summed classical hidden layers from the clamped chain."""
+        m = self.model
+        need = [l for l in range(1, m.num_layers) if l not in self.summed_layers]
+        if not need:
+            return [v] + [None] * (m.num_layers - 1)
+        mf = m.mean_field(v)
+        if self.hparams.positive == "mean_field":
+            return mf
+        state = [v] + [bernoulli(p, self._generator) for p in mf[1:]]
+        return self.sampler.run(m, state, self.hparams.positive_steps, clamped=(0,), generator=self._generator)
+
+    @torch.no_grad()
+    def negative_phase(self, v: Tensor) -> State:
+        """x_C^-: the negative chains after ``cd_steps`` sweeps."""
+        m, g, start = self.model, self._generator, self.hparams.negative_start
+        if start == "persistent":
+            n = self.hparams.num_chains or v.shape[0]
+            if self._chains is None or self._chains[0].shape[0] != n:
+                self._chains = m.random_state(n, g)
+            state = self._chains
+        elif start == "noise":
+            state = m.random_state(v.shape[0], g)
+        elif start == "local_mode":
+            state = m.local_mode(v)
+        else:
+            state = [v] + [bernoulli(p, g) for p in m.mean_field(v)[1:]]
+        state = self.sampler.run(m, state, self.hparams.cd_steps, generator=g)
+        if start == "persistent":
+            self._chains = state
+        return state
+
+    def doem_loss(self, v: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The DO-EM / CD loss and its terms for a batch of visible vectors."""
+        pos = self.positive_phase(v)
+        neg = self.negative_phase(v)
+        f_pos = self.model.marginal_free_energy(pos, self.summed_layers).mean()
+        f_neg = self.model.marginal_free_energy(neg, self.summed_layers).mean()
+        loss = f_pos - f_neg
+        return loss, {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
+
+    # ------------------------------------------------------------------ lightning hooks
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        v = _as_visible(batch).to(self.dtype)
+        loss, terms = self.doem_loss(v)
+        bs = v.shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
+        for k, t in terms.items():
+            self.log(f"train/{k}", t, batch_size=bs)
+        for l in self.model.quantum_layers:
+            self.log(f"train/gamma_mean/layer{l}", self.model.transverse_parameter(l).detach().abs().mean(), batch_size=bs)
+        if self.sampler.quantum_step == "exact":
+            for l, a in self.sampler.acceptance().items():
+                self.log(f"train/acceptance/layer{l}", a.float(), batch_size=bs)
+            self.sampler.reset_acceptance()
+        if self._trainer is not None and batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.log("train/reconstruction_error", self.reconstruction_error(v), batch_size=bs)
+        opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
+        if opt is not None:
+            self.log("train/lr", float(opt.param_groups[0]["lr"]), batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        v = _as_visible(batch).to(self.dtype)
+        self.log("val/reconstruction_error", self.reconstruction_error(v), batch_size=v.shape[0], sync_dist=True)
+
+    @torch.no_grad()
+    def reconstruction_error(self, v: Tensor) -> Tensor:
+        """Mean squared error of one mean-field up-down pass, ``||v - E[v | E[h | v]]||^2 / n``."""
+        mf = self.model.mean_field(v, num_iters=1)
+        return ((self.model.conditional(0, mf)[0] - v) ** 2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(
+            self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        chains = None if self._chains is None else [c.detach().cpu() for c in self._chains]
+        gen = None if self._generator is None else self._generator.get_state()
+        per_rank = [(chains, gen)]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            per_rank = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(per_rank, (chains, gen))
+        checkpoint["qidbm"] = {
+            "format_version": CHECKPOINT_FORMAT,
+            "model_class": type(self.model).__name__,
+            "model_config": self.model.config(),
+            "data_info": self.data_info,
+            "chains_per_rank": [c for c, _ in per_rank],
+            "generator_state_per_rank": [g for _, g in per_rank],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        info = check_checkpoint(checkpoint, expected_class=type(self.model).__name__)
+        self.data_info = info.get("data_info")
+        rank = self.global_rank if self._trainer is not None else 0
+        chains, gens = info.get("chains_per_rank") or [None], info.get("generator_state_per_rank") or [None]
+        if len(chains) > 1 and len(chains) != (self.trainer.world_size if self._trainer is not None else 1):
+            raise ValueError(
+                f"this checkpoint holds persistent chains for {len(chains)} DDP ranks but the job has "
+                f"{self.trainer.world_size}; resume with the same number of devices"
+            )
+        self._chains = chains[min(rank, len(chains) - 1)]
+        self._restored_generator_state = gens[min(rank, len(gens) - 1)]
+
+
+def check_checkpoint(checkpoint: dict, expected_class: str | None = None) -> dict:
+    """Validate the qidbm section of a checkpoint and return it (clear errors otherwise)."""
+    info = checkpoint.get("qidbm")
+    if info is None:
+        raise ValueError(
+            "this checkpoint has no 'qidbm' section: it was not written by `qidbm fit` (or predates "
+            "checkpoint format 1); retrain with this version of qidbm"
+        )
+    fmt = info.get("format_version")
+    if fmt != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {fmt} is not supported by this qidbm (format {CHECKPOINT_FORMAT})")
+    cls = info.get("model_class")
+    if cls not in MODEL_CLASSES:
+        raise ValueError(f"checkpoint model class {cls!r} is unknown; known: {sorted(MODEL_CLASSES)}")
+    if expected_class is not None and cls != expected_class:
+        raise ValueError(
+            f"this checkpoint holds a {cls} but the module was built with a {expected_class}; "
+            f"use a config whose model is {cls}, or load it with qidbm.load_checkpoint"
+        )
+    return info
+
+
+def _as_visible(batch: Any) -> Tensor:
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"expected a batch tensor [B, n_visible], got {type(batch).__name__}")
+    if batch.dim() != 2:
+        batch = batch.flatten(1)
+    return batch

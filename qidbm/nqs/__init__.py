@@ -1,0 +1,42 @@
+"""Neural-network quantum states: a Gaussian-binary RBM wave function trained by variational Monte Carlo.
+
+Pieces (each usable alone): :class:`RBMWaveFunction` (|Psi|^2 = P(x) of ``qidbm.models.GRBM``,
+or Psi = P(x); optional Pade-Jastrow factor), :class:`HarmonicTrap` (quantum-dot Hamiltonian,
+local energies), samplers (:class:`MetropolisSampler`, :class:`MetropolisHastingsSampler`,
+:class:`GibbsSampler`), :func:`blocking` (Flyvbjerg-Petersen error bars) and the
+LightningModule :class:`VMCModule` driven by ``qidbm fit --config configs/nqs_*.yaml``.
+"""
+
+from .blocking import BlockingResult, blocking, blocking_chains
+from .hamiltonians import HarmonicTrap, local_energy
+from .lightning import VMCModule, radial_density, sr_direction, vmc_loss
+from .samplers import (
+    GibbsSampler,
+    MetropolisHastingsSampler,
+    MetropolisSampler,
+    Sampler,
+    make_sampler,
+    sample_chains,
+)
+from .wavefunction import PadeJastrow, RBMWaveFunction, autograd_derivatives
+
+__all__ = [
+    "BlockingResult",
+    "blocking",
+    "blocking_chains",
+    "HarmonicTrap",
+    "local_energy",
+    "VMCModule",
+    "radial_density",
+    "sr_direction",
+    "vmc_loss",
+    "Sampler",
+    "MetropolisSampler",
+    "MetropolisHastingsSampler",
+    "GibbsSampler",
+    "make_sampler",
+    "sample_chains",
+    "PadeJastrow",
+    "RBMWaveFunction",
+    "autograd_derivatives",
+]

@@ -1,0 +1,110 @@
+"""Drawing samples for evaluation: the options that published numbers depend on.
+
+How samples are drawn changes FID, so every option is explicit and printed next to
+every number (MODELS.md section 5):
+
+* ``num_steps``: block Gibbs sweeps per chain;
+* ``start``: ``"noise"`` (uniform random layers), ``"data"`` (visible layer at data
+  points, hidden layers from their mean field) or ``"local_mode"`` (the local mode
+  reached from data points, Taniguchi et al. 2023);
+* ``output``: ``"sample"`` (the last visible sample), ``"mean"`` (its conditional mean
+  given the last hidden state) or ``"local_mode"`` (the visible part of the local mode
+  reached from the last state);
+* ``quantum_step``: ``"paper"`` or ``"exact"`` (see :mod:`qidbm.samplers.gibbs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from qidbm.models.base import BoltzmannMachine, State
+from qidbm.samplers import GibbsSampler, bernoulli
+
+Start = Literal["noise", "data", "local_mode"]
+Output = Literal["sample", "mean", "local_mode"]
+
+
+@dataclass
+class SamplingSpec:
+    """Evaluation sampling options (see the module docstring)."""
+
+    num_steps: int = 1000
+    start: Start = "noise"
+    output: Output = "mean"
+    quantum_step: Literal["paper", "exact"] = "paper"
+    visible_step: Literal["gibbs", "langevin"] = "gibbs"
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {self.num_steps}")
+        if self.start not in ("noise", "data", "local_mode"):
+            raise ValueError(f"start must be 'noise', 'data' or 'local_mode', got {self.start!r}")
+        if self.output not in ("sample", "mean", "local_mode"):
+            raise ValueError(f"output must be 'sample', 'mean' or 'local_mode', got {self.output!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items() if k != "batch_size")
+
+    def sampler(self) -> GibbsSampler:
+        return GibbsSampler(quantum_step=self.quantum_step, visible_step=self.visible_step)
+
+
+def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None) -> State:
+    """Initial chain state for ``num`` chains."""
+    if start == "noise":
+        return model.random_state(num, generator)
+    if data is None:
+        raise ValueError(f"start={start!r} needs data points (a datamodule or --data); use start='noise' otherwise")
+    if data.shape[0] < num:
+        reps = -(-num // data.shape[0])
+        data = data.repeat(reps, 1)
+    v = data[:num].to(device=model.layer_bias(0).device, dtype=model.layer_bias(0).dtype)
+    if start == "local_mode":
+        return model.local_mode(v)
+    mf = model.mean_field(v)
+    return [v] + [bernoulli(p, generator) for p in mf[1:]]
+
+
+@torch.no_grad()
+def draw_samples(
+    model: BoltzmannMachine,
+    num_samples: int,
+    spec: SamplingSpec | None = None,
+    data: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    sampler: GibbsSampler | None = None,
+) -> Tensor:
+    """``num_samples`` visible vectors drawn according to ``spec``, in batches of ``spec.batch_size``.
+
+    ``sampler`` (optional) overrides the spec's sampler, e.g. to read its acceptance rate afterwards.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    spec = spec or SamplingSpec()
+    sampler = sampler or spec.sampler()
+    out = []
+    batches = range(0, num_samples, spec.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"sampling ({spec.num_steps} sweeps)", unit="batch")
+    for i in batches:
+        n = min(spec.batch_size, num_samples - i)
+        d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
+        state = start_state(model, spec.start, n, d, generator)
+        state = sampler.run(model, state, spec.num_steps, generator=generator)
+        if spec.output == "sample":
+            out.append(state[0])
+        elif spec.output == "mean":
+            out.append(model.conditional(0, state)[0])
+        else:
+            out.append(model.local_mode(state[0])[0])
+    return torch.cat(out)

@@ -1,0 +1,111 @@
+"""The closed forms of qidbm.quantum against a dense 2x2 matrix exponential (float64)."""
+
+import pytest
+import torch
+
+from qidbm.quantum import (
+    softplus,
+    qubit_log_partition,
+    qubit_log_prob,
+    qubit_prob_one,
+    qubit_x_expectation,
+    qubit_x_prob_plus,
+    tanhc,
+)
+
+X = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+N = torch.tensor([[0.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # |1><1|
+
+
+def dense(phi: float, gamma: float):
+    """log Tr e^{-H}, P(n=1), <X> for H = -phi n - gamma X by eigendecomposition."""
+    H = -phi * N - gamma * X
+    lam, U = torch.linalg.eigh(H)
+    m = lam.min()
+    w = torch.exp(-(lam - m))
+    logz = torch.log(w.sum()) - m
+    rho = (U * (w / w.sum())) @ U.T
+    return logz.item(), rho[1, 1].item(), torch.trace(rho @ X).item()
+
+
+def grid():
+    g = torch.Generator().manual_seed(0)
+    phis = torch.cat([torch.tensor([0.0, 1e-8, -1e-8, 1e3, -1e3, 30.0, -30.0]), torch.randn(40, generator=g) * 5])
+    gammas = torch.cat([torch.tensor([0.0, 1e-8, 1e3, 4.0, 0.0, 2.0, 0.5]), torch.rand(40, generator=g) * 5])
+    return phis.double(), gammas.double()
+
+
+def test_against_dense_matrix_exponential():
+    phis, gammas = grid()
+    for phi, gamma in zip(phis.tolist(), gammas.tolist()):
+        logz, p1, x = dense(phi, gamma)
+        t_phi, t_g = torch.tensor(phi, dtype=torch.float64), torch.tensor(gamma, dtype=torch.float64)
+        assert qubit_log_partition(t_phi, t_g).item() == pytest.approx(logz, rel=1e-12, abs=1e-12)
+        assert qubit_prob_one(t_phi, t_g).item() == pytest.approx(p1, rel=1e-9, abs=1e-12)
+        assert qubit_x_expectation(t_phi, t_g).item() == pytest.approx(x, rel=1e-9, abs=1e-12)
+        assert qubit_x_prob_plus(t_phi, t_g).item() == pytest.approx((1 + x) / 2, abs=1e-12)
+        for n, p in ((1.0, p1), (0.0, 1 - p1)):
+            if p > 1e-300:
+                lp = qubit_log_prob(torch.tensor(n, dtype=torch.float64), t_phi, t_g).item()
+                assert lp == pytest.approx(torch.log(torch.tensor(p, dtype=torch.float64)).item(), rel=1e-8, abs=1e-10)
+
+
+def test_log_prob_extreme_fields_finite():
+    phi = torch.tensor([1e3, -1e3, 50.0], dtype=torch.float64)
+    g = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    lp0 = qubit_log_prob(torch.zeros(3, dtype=torch.float64), phi, g)
+    # P(n=0 | phi=1e3, Gamma=0) = sigmoid(-1e3): log is -1e3, not -inf
+    assert torch.allclose(lp0[:2], torch.tensor([-1e3, 0.0], dtype=torch.float64), atol=1e-9)
+    assert torch.isfinite(lp0).all()
+
+
+def test_classical_limit_equals_softplus_sigmoid():
+    phi = torch.linspace(-40, 40, 2001, dtype=torch.float64)
+    zero = torch.zeros_like(phi)
+    assert torch.allclose(qubit_log_partition(phi, zero), torch.logaddexp(phi, torch.zeros_like(phi)), rtol=1e-14, atol=1e-300)
+    assert torch.allclose(qubit_prob_one(phi, zero), torch.sigmoid(phi), rtol=1e-13, atol=1e-300)
+    assert torch.equal(qubit_x_expectation(phi, zero), zero)
+    lp1 = qubit_log_prob(torch.ones_like(phi), phi, zero)
+    assert torch.allclose(lp1, torch.nn.functional.logsigmoid(phi), rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_are_the_statistics_and_finite_at_zero():
+    phis, gammas = grid()
+    phis = torch.cat([phis, torch.zeros(1, dtype=torch.float64)]).requires_grad_()
+    gammas = torch.cat([gammas, torch.zeros(1, dtype=torch.float64)]).requires_grad_()
+    qubit_log_partition(phis, gammas).sum().backward()
+    assert torch.isfinite(phis.grad).all() and torch.isfinite(gammas.grad).all()
+    with torch.no_grad():
+        assert torch.allclose(phis.grad, qubit_prob_one(phis, gammas), atol=1e-12)
+        assert torch.allclose(gammas.grad, qubit_x_expectation(phis, gammas) * torch.sign(gammas), atol=1e-12)
+    assert phis.grad[-1].item() == 0.5 and gammas.grad[-1].item() == 0.0
+
+
+def test_gradcheck_finite_differences():
+    g = torch.Generator().manual_seed(1)
+    phi = (torch.randn(6, 3, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    gamma = (torch.randn(3, generator=g, dtype=torch.float64) * 2).requires_grad_()  # broadcast, signed
+    assert torch.autograd.gradcheck(qubit_log_partition, (phi, gamma))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shapes_dtypes_large_fields(dtype):
+    phi = torch.tensor([[1e3, -1e3, 0.0], [5.0, -5.0, 1e-30]], dtype=dtype)
+    gamma = torch.tensor([1e3, 0.0, 0.0], dtype=dtype)
+    for f in (qubit_log_partition, qubit_prob_one, qubit_x_expectation):
+        out = f(phi, gamma)
+        assert out.shape == (2, 3) and out.dtype == dtype and torch.isfinite(out).all()
+    p = qubit_prob_one(phi, gamma)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert p[0, 1].item() == 0.0 and p[0, 2].item() == 0.5
+
+
+def test_tanhc_series_and_value():
+    r = torch.tensor([0.0, 1e-6, 1e-3, 0.5, 20.0], dtype=torch.float64)
+    ref = torch.where(r == 0, torch.ones_like(r), torch.tanh(r) / r)
+    assert torch.allclose(tanhc(r), ref, rtol=1e-14)
+
+
+def test_softplus_full_precision():
+    x = torch.tensor([-800.0, -40.0, 0.0, 20.04, 40.0, 800.0], dtype=torch.float64)
+    assert torch.allclose(softplus(x), torch.logaddexp(x, torch.zeros_like(x)), rtol=1e-15, atol=0)
