@@ -1,0 +1,200 @@
+"""The DO-EM/CD Lightning module: gradients, learning, checkpoints, resume, DDP."""
+
+import math
+import os
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from qidbm.models import DBM, QRBM, RBM, QiDBM
+from qidbm.lightning import BoltzmannModule
+from qidbm.quantum import qubit_log_partition
+from tests.dense import bits
+
+
+def trainer(tmp_path, **kw):
+    opts = dict(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path), deterministic=True,
+    )
+    opts.update(kw)
+    return L.Trainer(**opts)
+
+
+def bars_and_stripes_2x2():
+    pats = torch.tensor(
+        [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.float64
+    )
+    p = torch.zeros(16, dtype=torch.float64)
+    idx = (pats * torch.tensor([8, 4, 2, 1], dtype=torch.float64)).sum(1).long()
+    p[idx] = 1 / 6
+    return pats, p
+
+
+def exact_kl(model, target):
+    with torch.no_grad():
+        logp = torch.log_softmax(-model.free_energy(bits(4).to(model.weight.dtype)).double(), 0)
+    m = target > 0
+    return (target[m] * (torch.log(target[m]) - logp[m])).sum().item()
+
+
+@pytest.mark.parametrize("make", [lambda: RBM(4, 3), lambda: QRBM(4, 3, coupled_field=True)])
+def test_loss_gradient_is_cd_statistics(make):
+    torch.manual_seed(0)
+    model = make().double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.7)
+    vp, vn = torch.rand(7, 4).round().double(), torch.rand(5, 4).round().double()
+    loss = model.free_energy(vp).mean() - model.free_energy(vn).mean()
+    loss.backward()
+    with torch.no_grad():
+        sp, sn = model.hidden_statistics(vp), model.hidden_statistics(vn)
+        gW = -(vp.T @ sp["n"]) / 7 + (vn.T @ sn["n"]) / 5
+        assert torch.allclose(model.weight.grad, gW, atol=1e-12)
+        assert torch.allclose(model.hidden_bias.grad, -sp["n"].mean(0) + sn["n"].mean(0), atol=1e-12)
+        assert torch.allclose(model.visible_bias.grad, -vp.mean(0) + vn.mean(0), atol=1e-12)
+        if model.is_quantum:
+            # d F / d gamma_j = -sign(gamma_j + v.U_j) <X_j>;  d F / d U_ij = v_i * that
+            gp = model.field(1, [vp, None])
+            gn = model.field(1, [vn, None])
+            xp, xn = torch.sign(gp) * sp["x"], torch.sign(gn) * sn["x"]
+            assert torch.allclose(model.transverse_field.grad, -xp.mean(0) + xn.mean(0), atol=1e-12)
+            assert torch.allclose(model.transverse_weight.grad, -(vp.T @ xp) / 7 + (vn.T @ xn) / 5, atol=1e-12)
+
+
+def test_qidbm_loss_gradient_and_finite_differences():
+    torch.manual_seed(1)
+    model = QiDBM([4, 3, 2], [1], coupled_field=True).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.7)
+    pos = [torch.rand(6, 4).round().double(), None, torch.rand(6, 2).round().double()]
+    neg = [torch.rand(5, 4).round().double(), None, torch.rand(5, 2).round().double()]
+
+    def loss_fn():
+        return model.marginal_free_energy(pos).mean() - model.marginal_free_energy(neg).mean()
+
+    loss_fn().backward()
+    with torch.no_grad():
+        st_p, st_n = model.quantum_statistics(1, pos), model.quantum_statistics(1, neg)
+        gW1 = -(st_p["n"].T @ pos[2]) / 6 + (st_n["n"].T @ neg[2]) / 5
+        assert torch.allclose(model.weights[1].grad, gW1, atol=1e-12)
+        assert torch.allclose(model.biases[2].grad, -pos[2].mean(0) + neg[2].mean(0), atol=1e-12)
+    # every parameter against central finite differences
+    params = dict(model.named_parameters())
+    grads = {k: p.grad.clone() for k, p in params.items()}
+    eps = 1e-6
+    for name, p in params.items():
+        for i in range(min(p.numel(), 4)):
+            with torch.no_grad():
+                flat = p.view(-1)
+                old = flat[i].item()
+                flat[i] = old + eps
+                up = loss_fn().item()
+                flat[i] = old - eps
+                down = loss_fn().item()
+                flat[i] = old
+            assert (up - down) / (2 * eps) == pytest.approx(grads[name].view(-1)[i].item(), abs=1e-7), name
+
+
+@pytest.mark.parametrize(
+    "negative_start,lr,momentum,bound",
+    # CD-5 from the data learns fast; PCD needs a small step size to keep its chains mixing.
+    [("data", 0.3, 0.8, 0.3), ("persistent", 0.1, 0.5, 0.85)],
+)
+def test_tiny_qrbm_learns_bars_and_stripes(tmp_path, negative_start, lr, momentum, bound):
+    torch.manual_seed(0)
+    pats, target = bars_and_stripes_2x2()
+    data = pats.repeat(100, 1).float()
+    model = QRBM(4, 6, transverse_field_init=0.5, weight_std=0.5)
+    module = BoltzmannModule(model, cd_steps=5, negative_start=negative_start, lr=lr, momentum=momentum, chain_seed=0)
+    kl0 = exact_kl(model, target)
+    dl = DataLoader(TensorDataset(data), batch_size=60, shuffle=True, drop_last=True)
+    trainer(tmp_path, max_epochs=60).fit(module, dl)
+    kl1 = exact_kl(model, target)
+    assert math.isfinite(kl1) and kl1 < bound * kl0, (kl0, kl1)
+
+
+def test_dbm_positive_phase_and_local_mode_run(tmp_path):
+    torch.manual_seed(0)
+    pats, _ = bars_and_stripes_2x2()
+    dl = DataLoader(TensorDataset(pats.repeat(20, 1).float()), batch_size=20, drop_last=True)
+    for model, start, pos in ((DBM([4, 3, 2]), "local_mode", "gibbs"), (QiDBM([4, 3, 2], [1]), "data", "mean_field")):
+        module = BoltzmannModule(model, negative_start=start, positive=pos, lr=0.05)
+        trainer(tmp_path, max_steps=5).fit(module, dl)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _fit_with_checkpoints(tmp_path, max_epochs, ckpt_path=None, name="run"):
+    torch.manual_seed(0)
+    pats, _ = bars_and_stripes_2x2()
+    # a fixed order: the data modules of qidbm.data reshuffle by epoch number, so they resume too
+    dl = DataLoader(TensorDataset(pats.repeat(20, 1).float()[torch.randperm(120)]), batch_size=30, drop_last=True)
+    module = BoltzmannModule(QiDBM([4, 3, 2], [1]), negative_start="persistent", cd_steps=2, quantum_step="exact",
+                             lr=0.05, momentum=0.9, chain_seed=3)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, save_last=True, save_top_k=0)
+    t = trainer(tmp_path, max_epochs=max_epochs, enable_checkpointing=True, callbacks=[ckpt])
+    t.fit(module, dl, ckpt_path=ckpt_path)
+    return module, tmp_path / name / "last.ckpt"
+
+
+def test_resume_restores_chains_optimizer_and_rng(tmp_path):
+    straight, _ = _fit_with_checkpoints(tmp_path, 4, name="straight")
+    half, last = _fit_with_checkpoints(tmp_path, 2, name="half")
+    ck = torch.load(last, weights_only=True)
+    saved = ck["qidbm"]["chains_per_rank"][0]
+    assert saved is not None and torch.equal(saved[0], half._chains[0].cpu())
+    resumed, _ = _fit_with_checkpoints(tmp_path, 4, ckpt_path=last, name="half")
+    for (n, a), b in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), n
+    for a, b in zip(straight._chains, resumed._chains):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_of_another_model_class_is_rejected(tmp_path):
+    _, last = _fit_with_checkpoints(tmp_path, 1, name="a")
+    other = BoltzmannModule(DBM([4, 3, 2]))
+    with pytest.raises(ValueError, match="holds a QiDBM"):
+        other.on_load_checkpoint(torch.load(last, weights_only=True))
+    with pytest.raises(ValueError, match="no 'qidbm' section"):
+        other.on_load_checkpoint({"state_dict": {}})
+    from qidbm import load_checkpoint
+
+    model, info = load_checkpoint(last)
+    assert isinstance(model, QiDBM) and info["model_class"] == "QiDBM"
+
+
+class _RecordParams(L.Callback):
+    def __init__(self, out):
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        flat = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
+        torch.save({"params": flat, "chains": [c.cpu() for c in pl_module._chains], "steps": trainer.global_step},
+                   os.path.join(self.out, f"rank{trainer.global_rank}.pt"))
+
+
+def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
+    torch.manual_seed(0)
+    pats, _ = bars_and_stripes_2x2()
+    dl = DataLoader(TensorDataset(pats.repeat(40, 1).float()), batch_size=20, shuffle=True, drop_last=True)
+    module = BoltzmannModule(QiDBM([4, 3, 2], [1]), negative_start="persistent", lr=0.05, chain_seed=0)
+    t = trainer(tmp_path, max_steps=4, devices=2, strategy="ddp_spawn", callbacks=[_RecordParams(str(tmp_path))])
+    t.fit(module, dl)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0["steps"] == r1["steps"] == 4
+    assert torch.equal(r0["params"], r1["params"])
+    # persistent chains are per rank: different random streams
+    assert not torch.equal(r0["chains"][0], r1["chains"][0])
+
+
+def test_module_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="BoltzmannMachine"):
+        BoltzmannModule(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="cd_steps"):
+        BoltzmannModule(RBM(3, 2), cd_steps=0)
+    with pytest.raises(ValueError, match="negative_start"):
+        BoltzmannModule(RBM(3, 2), negative_start="random")
