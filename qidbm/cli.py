@@ -16,7 +16,7 @@ from pathlib import Path
 OWN_COMMANDS = ("sample", "evaluate")
 
 
-def _lightning_cli(args: list[str]) -> None:
+def _lightning_cli(args: list[str] | None) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     LightningCLI(
@@ -101,6 +101,7 @@ def cmd_sample(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sample":
         return cmd_sample(argv[1:])
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from qidbm.evaluate import cmd_evaluate
 
         return cmd_evaluate(argv[1:])
-    _lightning_cli(argv)
+    _lightning_cli(None if from_sys else argv)
     return 0
 
 
