@@ -159,9 +159,10 @@ class BoltzmannModule(L.LightningModule):
         need = [l for l in range(1, m.num_layers) if l not in self.summed_layers]
         if not need:
             return [v] + [None] * (m.num_layers - 1)
-        mf = m.mean_field(v)
         if self.hparams.positive == "mean_field":
-            return mf
+            return m.mean_field(v)
+        # a short mean-field pass only initialises the clamped chain
+        mf = m.mean_field(v, num_iters=2)
         state = [v] + [bernoulli(p, self._generator) for p in mf[1:]]
         return self.sampler.run(m, state, self.hparams.positive_steps, clamped=(0,), generator=self._generator)
 
