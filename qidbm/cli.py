@@ -5,6 +5,7 @@
   its machine, the data module (``data:``), the trainer, loggers and callbacks.
   ``qidbm fit --print_config`` prints the full resolved config.
 * ``qidbm sample --ckpt PATH --num-samples N --out DIR_OR_FILE``: samples from a checkpoint.
+* ``qidbm evaluate --ckpt PATH``: FID (DO-EM protocol) and AIS log-likelihood.
 """
 
 from __future__ import annotations

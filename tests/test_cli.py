@@ -1,5 +1,6 @@
 """The `qidbm` command: every shipped config parses; fit, sample on tiny generated data."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,23 @@ def test_model_data_size_mismatch_is_a_clear_error(tiny_run):
     cfg, _ = tiny_run
     with pytest.raises(ValueError, match="n_visible"):
         main(["fit", "--config", str(cfg), "--model.init_args.model.init_args.layer_sizes", "[100, 16, 8]"])
+
+
+FID_WEIGHTS = REPO.parent / "shared" / "fid" / "pt_inception-2015-12-05-6726825d.pth"
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
+def test_evaluate_prints_fid_and_ais(tiny_run, tmp_path, capsys):
+    cfg, out = tiny_run
+    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "1"])
+    ckpt = out / "checkpoints" / "last.ckpt"
+    res = tmp_path / "eval.json"
+    assert main(["evaluate", "--ckpt", str(ckpt), "--num-samples", "20", "--num-steps", "2", "--quantum-step", "exact",
+                 "--fid-weights", str(FID_WEIGHTS), "--ais-runs", "4", "--ais-betas", "20",
+                 "--ais-test-examples", "20", "--json", str(res), "--data-root", str(tmp_path / "data")]) == 0
+    printed = capsys.readouterr().out
+    assert "FID (pytorch-fid" in printed and "log Z" in printed and "acceptance rate" in printed
+    import json
+
+    r = json.loads(res.read_text())
+    assert r["fid"] > 0 and math.isfinite(r["test_log_likelihood"]) and r["num_samples"] == 20

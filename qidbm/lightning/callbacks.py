@@ -117,3 +117,122 @@ class SampleGrid(L.Callback):
 
         log_image_to_loggers(trainer, "samples", make_grid(images, nrow=int(math.sqrt(len(images)))), trainer.global_step)
         return self.last_path
+
+
+class FIDCallback(L.Callback):
+    """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (MODELS.md section 5).
+
+    Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
+    ``output``, ``quantum_step``) and compared with the data module's test images
+    (encoded then decoded like the training data), whose Inception statistics are cached on
+    disk keyed by dataset, split and encoding. The score is logged as ``fid`` (to every
+    logger) and, with ``save_best``, the model with the lowest finite FID so far is saved to
+    ``dirpath/best_fid.ckpt`` (a NaN or infinite score is never "best"). A grid of the
+    first 100 samples is saved as ``dirpath/fid_samples/epoch=NNN.png`` and logged as an image.
+
+    Use a cheap setting for feedback during training (e.g. ``num_samples=1000``) and the
+    full protocol (10,000 samples, ``qidbm evaluate``) for final numbers.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        num_samples: int = 1000,
+        num_steps: int = 1000,
+        start: Literal["noise", "data", "local_mode"] = "noise",
+        output: Literal["sample", "mean", "local_mode"] = "mean",
+        quantum_step: Literal["paper", "exact"] = "paper",
+        batch_size: int = 1000,
+        fid_weights: str | None = None,
+        fid_batch_size: int = 100,
+        dirpath: str | None = None,
+        save_best: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if every_n_epochs < 1 or num_samples < 2:
+            raise ValueError("FIDCallback needs every_n_epochs >= 1 and num_samples >= 2")
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
+                                 batch_size=batch_size)
+        self.fid_weights = fid_weights
+        self.fid_batch_size = fid_batch_size
+        self.dirpath = dirpath
+        self.save_best = save_best
+        self.seed = seed
+        self.best_fid = float("inf")
+        self.history: list[tuple[int, float]] = []
+        self._acc = None
+
+    def state_dict(self) -> dict:
+        return {"best_fid": self.best_fid, "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_fid = float(state_dict.get("best_fid", float("inf")))
+        self.history = [tuple(h) for h in state_dict.get("history", [])]
+
+    def _dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir)
+
+    def _accumulator(self, device):
+        from qidbm.metrics.fid import FIDAccumulator
+
+        if self._acc is None:
+            self._acc = FIDAccumulator(self.fid_weights, batch_size=self.fid_batch_size, device=device)
+        return self._acc
+
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+        """Draw samples and return their FID against the cached test-set statistics."""
+        from qidbm.metrics.fid import frechet_distance, reference_stats
+
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "test_images"):
+            raise ValueError("FIDCallback needs a qidbm data module (with test_images()) in the trainer")
+        info = pl_module.data_info or dm.data_info()
+        acc = self._accumulator(pl_module.device)
+        key = {"dataset": info["dataset"], "split": "test", "encoding": info["encoding"],
+               "preprocessing": info.get("preprocessing")}
+        mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)
+        data = None
+        if self.spec.start != "noise":
+            data = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in dm.train_dataloader()])
+        g = torch.Generator(device=pl_module.device)
+        g.manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        x = draw_samples(pl_module.model, self.num_samples, self.spec, data=data, generator=g)
+        pl_module.train(was_training)
+        images = visible_to_images(x, info)
+        if not torch.isfinite(images).all():
+            return float("nan")
+        acc.reset()
+        acc.update(images)
+        mu, sigma = acc.compute_stats()
+        acc.reset()
+        self._last_images = images[:100]
+        return float(frechet_distance(mu, sigma, mu_r, sigma_r))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        fid = float("nan")
+        if trainer.is_global_zero:
+            fid = self.compute(trainer, pl_module)
+            d = self._dir(trainer)
+            save_grid(self._last_images, d / "fid_samples" / f"epoch={trainer.current_epoch:03d}.png")
+            from torchvision.utils import make_grid
+
+            log_image_to_loggers(trainer, "fid_samples", make_grid(self._last_images, nrow=10), trainer.global_step)
+        fid = trainer.strategy.broadcast(fid, src=0)
+        self.history.append((trainer.current_epoch, fid))
+        pl_module.log("fid", fid, rank_zero_only=True)
+        finite = math.isfinite(fid)
+        if self.save_best and finite and fid < self.best_fid:
+            self.best_fid = fid
+            trainer.save_checkpoint(str(self._dir(trainer) / "best_fid.ckpt"))
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(
+            f"epoch {trainer.current_epoch}: FID {fid:.3f} on {self.num_samples} samples "
+            f"({self.spec.describe()}); best {self.best_fid:.3f}"
+        )

@@ -1,0 +1,145 @@
+"""Whole-batch serving from an in-memory tensor, with DDP sharding.
+
+The training sets are small enough to hold as one uint8 tensor (MNIST: 60000 x 784 bytes).
+A batch is one fancy-indexing gather plus one vectorised encode, with no per-sample
+``__getitem__`` and no collation::
+
+    ds = TensorBatchDataset(pixels, encoder)          # ds[[i1, ..., iB]] -> [B, n_visible]
+    sampler = IndexBatchSampler(len(ds), batch_size=600, shuffle=True, drop_last=True, seed=0)
+    loader = DataLoader(ds, batch_size=None, sampler=sampler)
+
+:class:`IndexBatchSampler` yields lists of indices (one list per batch) and shards them
+across DDP ranks itself, so it subclasses ``DistributedSampler`` only so that Lightning's
+``use_distributed_sampler`` recognises it as already distributed and leaves it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+
+from .encodings import Encoder
+
+__all__ = ["IndexBatchSampler", "TensorBatchDataset"]
+
+
+class TensorBatchDataset(Dataset):
+    """Dataset over 8-bit images held in memory; indexing with a list of indices returns the
+    encoded batch ``encoder.encode_uint8(pixels[indices])`` as float32 [B, n_visible].
+
+    An integer index returns one encoded row [n_visible] (for inspection; the loaders always
+    ask for whole batches). Labels are not kept.
+    """
+
+    def __init__(self, pixels: Tensor, encoder: Encoder):
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4:
+            raise ValueError(f"pixels must be uint8 [N, C, H, W], got {pixels.dtype} {list(pixels.shape)}")
+        self.pixels = pixels.contiguous()
+        self.encoder = encoder
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __getitem__(self, index: int | list[int] | Tensor) -> Tensor:
+        if isinstance(index, int):
+            return self.encoder.encode_uint8(self.pixels[index : index + 1])[0]
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return self.encoder.encode_uint8(self.pixels[idx])
+
+
+class IndexBatchSampler(DistributedSampler):
+    """Yields batches as lists of dataset indices, sharded across ``num_replicas`` ranks.
+
+    Every epoch all ranks draw the same permutation (``torch.randperm`` seeded with
+    ``seed + epoch``; the identity when ``shuffle=False``). With ``drop_last=True`` the
+    permutation is cut to a multiple of ``num_replicas``; otherwise it is padded by wrapping
+    around (as ``DistributedSampler`` does). Rank r takes every ``num_replicas``-th index
+    starting at r, so shards are disjoint (up to the padding) and of equal length, and cuts
+    its shard into batches of ``batch_size`` (the per-rank batch size), dropping a final
+    short batch when ``drop_last`` (CD batch statistics want full batches). All ranks
+    therefore run the same number of steps.
+
+    ``num_replicas``/``rank`` default to the initialised process group (1 and 0 without one).
+    Lightning calls :meth:`set_epoch` before every epoch; in a plain loop that does not, each
+    new iteration advances the epoch by itself, so the order still changes between epochs.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
+        # DistributedSampler.__init__ is not called: it wants a dataset and a process group,
+        # and this class does its own sharding. The attributes Lightning and users read are set here.
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"invalid rank {rank} for num_replicas {num_replicas}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        self.dataset = None
+        self.n = int(num_samples)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.epoch = 0
+        self._epoch_was_set = True  # the first iteration uses epoch 0
+        if self.drop_last:
+            self.num_samples = self.n // self.num_replicas  # per rank
+        else:
+            self.num_samples = math.ceil(self.n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use permutation ``seed + epoch`` for the next iteration (same on every rank)."""
+        self.epoch = int(epoch)
+        self._epoch_was_set = True
+
+    def shard_indices(self) -> Tensor:
+        """This rank's indices for the current epoch, in batch order (before batching)."""
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            perm = torch.randperm(self.n, generator=g)
+        else:
+            perm = torch.arange(self.n)
+        if self.total_size <= self.n:
+            perm = perm[: self.total_size]
+        elif self.n > 0:
+            reps = math.ceil(self.total_size / self.n)
+            perm = perm.repeat(reps)[: self.total_size]
+        return perm[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self._epoch_was_set:
+            self.epoch += 1
+        self._epoch_was_set = False
+        shard = self.shard_indices()
+        for batch in torch.split(shard, self.batch_size):
+            if self.drop_last and batch.numel() < self.batch_size:
+                break
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        """Number of batches per rank."""
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
