@@ -106,10 +106,13 @@ def exact_log_likelihood_and_grad(
         classical = True
     H = ham.dense(theta)
     st = gibbs(H)
-    rho = st.rho
-    rho_v = partial_trace_hidden(rho, n, m)
-    pdiag = torch.diagonal(rho_v)
-    p = pdiag.real if pdiag.is_complex() else pdiag
+    if objective == "measured":  # only diag(rho) is needed: O(D^2)
+        rho_v = None
+        p = ((st.evecs.abs() ** 2) @ st.probs).reshape(dv, dh).sum(-1)
+    else:
+        rho_v = partial_trace_hidden(st.rho, n, m)
+        pdiag = torch.diagonal(rho_v)
+        p = pdiag.real if pdiag.is_complex() else pdiag
     if objective == "measured":
         q = target.to(p.dtype)
         pos = q > 0
@@ -121,12 +124,18 @@ def exact_log_likelihood_and_grad(
         mu, V = torch.linalg.eigh(rho_v)
         Fl = _log_divided_differences(mu.clamp_min(torch.finfo(mu.dtype).tiny))
         xi = V @ (Fl.to(V.dtype) * (V.mH @ eta.to(V.dtype) @ V)) @ V.mH
-    A = torch.kron(xi.to(st.evecs.dtype).contiguous(), torch.eye(dh, dtype=st.evecs.dtype, device=theta.device))
     U = st.evecs
     lmin = st.evals.min()
     F = exp_divided_differences(st.evals, shift=lmin) / st.weights.sum()  # d exp(-H) / Z
-    B = U @ (F.to(U.dtype) * (U.mH @ A @ U)) @ U.mH
-    grad = ham.term_expectations(B) + ham.term_expectations(rho)
+    if objective == "measured":  # Xi (x) I is diagonal: U^H A U = (U^H * a) U
+        a = torch.repeat_interleave(torch.diagonal(xi), dh).to(U.dtype)
+        M = (U.mH * a[None, :]) @ U
+    else:
+        A = torch.kron(xi.to(U.dtype).contiguous(), torch.eye(dh, dtype=U.dtype, device=theta.device))
+        M = U.mH @ A @ U
+    # Tr(B O_i) with B = U (F o M) U^H, and <O_i>_rho with rho = U diag(p) U^H, from their factors
+    grad = ham.term_expectations_factored(U @ (F.to(U.dtype) * M), U) + \
+        ham.term_expectations_factored(U * st.probs.to(U.dtype)[None, :], U)
     return L, grad, {"p": p, "rho_v": rho_v}
 
 
@@ -137,7 +146,7 @@ def cq_log_likelihood_and_grad(ham: Hamiltonian, theta: torch.Tensor, q: torch.T
     ev = cq_evaluate(ham, theta)
     pos = q > 0
     L = (q[pos] * ev.log_probs[pos]).sum()
-    return L, -(q @ ev.stats) + ev.model_expectations(), {"p": ev.probs}
+    return L, -ev.expectations(q) + ev.model_expectations(), {"p": ev.probs}
 
 
 def bound_log_likelihood_and_grad(ham: Hamiltonian, theta: torch.Tensor, q: torch.Tensor,
@@ -151,20 +160,20 @@ def bound_log_likelihood_and_grad(ham: Hamiltonian, theta: torch.Tensor, q: torc
     as in Amin et al.'s exact simulations); ``"blocks"`` uses the CQ block form (CQ models only).
     """
     n = ham.n_visible
-    keep = [i for i, t in enumerate(ham.terms) if all(c == "Z" for qb, c in t.ops if qb < n)]
-    clamped = Hamiltonian(n, ham.n_hidden, [ham.terms[i] for i in keep], ham.coeffs[keep].tolist(),
-                          [ham.names[i] for i in keep])
     key = "_clamped"
-    if key not in ham._cache:
+    if key not in ham._cache:  # the clamped model keeps the terms without X/Y on visible qubits
+        keep = [i for i, t in enumerate(ham.terms) if all(c == "Z" for qb, c in t.ops if qb < n)]
+        clamped = Hamiltonian(n, ham.n_hidden, [ham.terms[i] for i in keep], ham.coeffs[keep].tolist(),
+                              [ham.names[i] for i in keep])
         ham._cache[key] = (clamped, torch.tensor(keep, dtype=torch.long))
     clamped, keep_t = ham._cache[key]
     ev = cq_evaluate(clamped, theta[keep_t.to(theta.device)])
     pos = q > 0
     pos_phase = torch.zeros_like(theta)
-    pos_phase[keep_t.to(theta.device)] = q @ ev.stats
+    pos_phase[keep_t.to(theta.device)] = ev.expectations(q)
     if negative_phase == "dense":
         st = gibbs(ham.dense(theta))
-        neg = ham.term_expectations(st.rho)
+        neg = ham.term_expectations_factored(st.evecs * st.probs.to(st.evecs.dtype)[None, :], st.evecs)
         log_z = st.log_z
     elif negative_phase == "blocks":
         if not ham.is_cq:

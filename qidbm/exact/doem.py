@@ -75,7 +75,8 @@ def maximize_concave(
       * ``"lbfgs"``: ``torch.optim.LBFGS`` with ``line_search_fn="strong_wolfe"``, stopped when
         ``max|grad| <= tol`` (its ``tolerance_grad``) or after ``max_iter`` iterations;
       * ``"gd_backtracking"``: gradient ascent with an Armijo backtracking line search
-        (``f(theta + t g) >= f(theta) + t/2 ||g||^2``, t halved on failure, doubled on success);
+        (``f(theta + t g) >= f(theta) + t/2 ||g||^2``, or ``grad f(theta + t g) . g >= 0`` which for
+        concave f also proves ascent; t halved on failure, doubled on success);
       * ``"gd"``: fixed-step gradient ascent ``theta += lr * grad`` (Kimura et al.'s m-step).
     ``mask`` (bool, per parameter) freezes the parameters where it is False.
     """
@@ -88,7 +89,7 @@ def maximize_concave(
     if method == "lbfgs":
         p = torch.nn.Parameter(theta0.clone())
         opt = torch.optim.LBFGS([p], lr=1.0, max_iter=max_iter, max_eval=max_iter * 5, tolerance_grad=tol,
-                                tolerance_change=1e-15, history_size=20, line_search_fn="strong_wolfe")
+                                tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
 
         def closure():
             with torch.no_grad():
@@ -101,8 +102,15 @@ def maximize_concave(
         with torch.no_grad():
             f, g = fn(p.detach())
         gmax = float(masked(g).abs().max()) if g.numel() else 0.0
-        return MStepResult(p.detach().clone(), float(f), gmax, int(st.get("n_iter", 0)),
-                           int(st.get("func_evals", 0)) + 1, gmax <= tol)
+        n_it, n_ev = int(st.get("n_iter", 0)), int(st.get("func_evals", 0)) + 1
+        if gmax > tol and n_it < max_iter:
+            # L-BFGS stops when f stops changing in float64 (|grad| ~ 1e-9 for f = O(1));
+            # finish with slope-tested gradient steps, which do not need f differences.
+            res = maximize_concave(fn, p.detach(), method="gd_backtracking", tol=tol, max_iter=max_iter - n_it,
+                                   lr=1.0, mask=mask)
+            return MStepResult(res.theta, res.objective, res.grad_max, n_it + res.iterations,
+                               n_ev + res.evaluations, res.converged)
+        return MStepResult(p.detach().clone(), float(f), gmax, n_it, n_ev, gmax <= tol)
     if method not in ("gd", "gd_backtracking"):
         raise ValueError("method must be 'lbfgs', 'gd_backtracking' or 'gd'")
     theta = theta0
@@ -121,10 +129,14 @@ def maximize_concave(
                 cand = theta + step * g
                 fc, gc = fn(cand)
                 evals += 1
-                if float(fc) >= float(f) + 0.5 * step * gg or step < 1e-14:
+                # Armijo, or (for concave f) a non-negative slope at the candidate, which proves
+                # f(cand) > f(theta) even when the increase is below round-off in f.
+                if float(fc) >= float(f) + 0.5 * step * gg or float((masked(gc) * g).sum()) >= 0:
                     break
                 step *= 0.5
-            if float(fc) < float(f):  # line search failed (flat to round-off): stop
+                if step < 1e-30:
+                    break
+            if step < 1e-30:  # no ascent step found: stationary to round-off
                 break
             theta, f, g = cand, fc, masked(gc)
             step *= 2.0
@@ -180,7 +192,7 @@ def cq_estep_statistics(ham: Hamiltonian, theta: torch.Tensor, q: torch.Tensor):
     The posterior ``rho_{H|v}`` is the model's own block state given v (Lemma 5.4).
     """
     ev = cq_evaluate(ham, theta)
-    return q @ ev.stats, ev
+    return ev.expectations(q), ev
 
 
 def cq_mstep_objective(ham: Hamiltonian, e: torch.Tensor):

@@ -41,31 +41,50 @@ class CQStructure:
     """Block form of a CQ Hamiltonian: ``H = sum_v |v><v| (x) H_v`` with
     ``H_v(theta) = sum_i theta_i c_i s_i(v) K_{k(i)}``.
 
-    ``signs`` [2^n, P]: ``s_i(v)`` = product of (-1)^{v_k} over the term's visible Z qubits;
-    ``hidden_ops`` [K, 2^m, 2^m]: distinct hidden factors; ``hidden_index`` [P]: k(i).
+    ``s_i(v)`` = product of (-1)^{v_k} over the term's visible Z qubits; terms share the
+    distinct visible patterns: ``patterns`` [2^n, S] holds each pattern's signs and
+    ``pattern_index`` [P] the pattern of each term. ``hidden_ops`` [K, 2^m, 2^m] are the
+    distinct hidden factors and ``hidden_index`` [P] the factor of each term. Nothing of size
+    [2^n, P] is ever formed (2^n can be 10^6).
     """
 
-    signs: torch.Tensor
+    patterns: torch.Tensor
+    pattern_index: torch.Tensor
     hidden_ops: torch.Tensor
     hidden_index: torch.Tensor
     coeffs: torch.Tensor
 
+    @property
+    def signs(self) -> torch.Tensor:
+        """``s_i(v)`` for every term, [2^n, P] (for small systems and tests)."""
+        return self.patterns[:, self.pattern_index]
+
+    def _pair_weights(self, theta: torch.Tensor) -> torch.Tensor:
+        S, K = self.patterns.shape[1], self.hidden_ops.shape[0]
+        W = torch.zeros(S * K, dtype=theta.dtype, device=theta.device)
+        return W.index_add(0, self.pattern_index * K + self.hidden_index, theta * self.coeffs).reshape(S, K)
+
     def blocks(self, theta: torch.Tensor) -> torch.Tensor:
         """All blocks ``H_v`` as a [2^n, 2^m, 2^m] tensor (differentiable in theta)."""
-        w = self.signs * (theta * self.coeffs)[None, :]  # [V, P]
-        # Sum terms sharing a hidden factor first, so the einsum runs over K (few) not P.
-        wk = torch.zeros(w.shape[0], self.hidden_ops.shape[0], dtype=w.dtype, device=w.device)
-        wk = wk.index_add(1, self.hidden_index, w)
+        wk = self.patterns @ self._pair_weights(theta)  # [V, K]
         ops = self.hidden_ops
         if ops.is_complex():
             wk = wk.to(ops.dtype)
         return torch.einsum("vk,kab->vab", wk, ops)
 
-    def term_expectations(self, block_states: torch.Tensor) -> torch.Tensor:
-        """``c_i s_i(v) Tr(rho_v K_{k(i)})`` for each block state rho_v: [2^n, P] float64."""
+    def hidden_expectations(self, block_states: torch.Tensor) -> torch.Tensor:
+        """``Tr(rho_v K_k)`` for each block state and hidden factor, [2^n, K] float64."""
         tk = torch.einsum("vab,kba->vk", block_states, self.hidden_ops)
-        if tk.is_complex():
-            tk = tk.real
+        return tk.real if tk.is_complex() else tk
+
+    def weighted_expectations(self, tk: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_v w_v c_i s_i(v) Tr(rho_v K_{k(i)})`` for all terms i, [P]."""
+        pk = self.patterns.T @ (weights[:, None] * tk)  # [S, K]
+        return pk[self.pattern_index, self.hidden_index] * self.coeffs
+
+    def term_expectations(self, block_states: torch.Tensor) -> torch.Tensor:
+        """``c_i s_i(v) Tr(rho_v K_{k(i)})`` per block, [2^n, P] (small systems only)."""
+        tk = self.hidden_expectations(block_states)
         return self.signs * tk[:, self.hidden_index] * self.coeffs[None, :]
 
 
@@ -214,6 +233,25 @@ class Hamiltonian:
         out = (vals * cph).sum(-1)
         return out.real if out.is_complex() else out
 
+    def term_expectations_factored(self, C: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+        """``Re Tr(C U^H O_i)`` for all i without forming ``B = C U^H`` (e.g. ``C = U diag(p)`` for
+        ``rho = U diag(p) U^H``): only the entries ``B[x, x^f]`` are needed, one O(D^2) pass per
+        distinct flip mask f instead of an O(D^3) product."""
+        key = ("flipgroups", str(C.device))
+        if key not in self._cache:
+            flips = [t.flip_mask for t in self.terms]
+            uniq = sorted(set(flips))
+            self._cache[key] = (uniq, torch.tensor([uniq.index(f) for f in flips], device=C.device))
+        uniq, which = self._cache[key]
+        x = torch.arange(self.dim, device=C.device)
+        rows, cols, cph = self._index_data(C.device)
+        diag_vals = torch.stack([(C * U[x ^ f, :].conj()).sum(-1) for f in uniq])  # [F, D]: B[x, x^f]
+        vals = diag_vals[which]  # [P, D]
+        if cph.is_complex() and not vals.is_complex():
+            vals = vals.to(cph.dtype)
+        out = (vals * cph).sum(-1)
+        return out.real if out.is_complex() else out
+
     # ------------------------------------------------------------------ CQ blocks
     def cq_structure(self, device=None) -> CQStructure:
         """Block form of a CQ Hamiltonian (error when a visible qubit carries X or Y)."""
@@ -227,13 +265,19 @@ class Hamiltonian:
             n, m = self.n_visible, self.n_hidden
             hid = list(range(n, n + m))
             s = spins(n, device=device)  # [2^n, n]
-            signs = []
+            pattern_ids: dict[tuple, int] = {}
+            patterns = []
+            pattern_index = []
             hidden_labels: dict[str, int] = {}
             hidden_index = []
             mats = []
             for t in self.terms:
-                zq = [q for q, c in t.ops if q < n]
-                signs.append(s[:, zq].prod(-1) if zq else torch.ones(2**n, dtype=torch.float64, device=device))
+                zq = tuple(q for q, c in t.ops if q < n)
+                if zq not in pattern_ids:
+                    pattern_ids[zq] = len(patterns)
+                    patterns.append(s[:, list(zq)].prod(-1) if zq else
+                                    torch.ones(2**n, dtype=torch.float64, device=device))
+                pattern_index.append(pattern_ids[zq])
                 hl = t.letters_on(hid)
                 if hl not in hidden_labels:
                     hidden_labels[hl] = len(mats)
@@ -242,7 +286,8 @@ class Hamiltonian:
                                 torch.ones(1, 1, dtype=self.dtype, device=device))
                 hidden_index.append(hidden_labels[hl])
             self._cache[key] = CQStructure(
-                signs=torch.stack(signs, dim=1),
+                patterns=torch.stack(patterns, dim=1),
+                pattern_index=torch.tensor(pattern_index, dtype=torch.long, device=device),
                 hidden_ops=torch.stack(mats),
                 hidden_index=torch.tensor(hidden_index, dtype=torch.long, device=device),
                 coeffs=self.coeffs.to(device),
@@ -373,6 +418,7 @@ def qrbm_theta_from_rbm(
     hidden_bias: torch.Tensor,
     weight: torch.Tensor,
     transverse_field: torch.Tensor | None = None,
+    transverse_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Map the section-2 QRBM (0/1 units) to the spin-convention CQ QRBM (MODELS.md section 4).
 
@@ -382,6 +428,11 @@ def qrbm_theta_from_rbm(
     ``const = -sum a/2 - sum b/2 - sum W/4``. Returns ``(theta, const)``; the constant drops out
     of every normalised quantity. ``ham`` must come from :func:`cq_qrbm_hamiltonian` /
     :func:`qbm_hamiltonian` with ``h_z``, ``J_zz`` (and ``h_x_hidden`` when Gamma is given).
+
+    Coupled transverse fields (MODELS.md section 1), ``Gamma_j(v) = gamma_j + sum_i U_ij v_i``
+    with ``U = transverse_weight``: ``-Gamma_j(v) X_j = -(gamma_j + sum_i U_ij/2) X_j - sum_i (-U_ij/2) Z_i X_j``,
+    i.e. ``h_x_hidden = gamma + U.sum(0)/2`` and ``J_zx = -U/2`` (needs ``cq_qrbm_hamiltonian(..., zx=True)``).
+    Only |Gamma_j(v)| enters p(v), so ``gamma = transverse_field`` may carry either sign.
     """
     a = torch.as_tensor(visible_bias, dtype=torch.float64)
     bb = torch.as_tensor(hidden_bias, dtype=torch.float64)
@@ -397,6 +448,13 @@ def qrbm_theta_from_rbm(
         if "h_x_hidden" not in ham.groups:
             raise ValueError("this Hamiltonian has no hidden X fields; build it with cq_qrbm_hamiltonian")
         vals["h_x_hidden"] = torch.as_tensor(transverse_field, dtype=torch.float64)
+    if transverse_weight is not None:
+        if "J_zx" not in ham.groups or transverse_field is None:
+            raise ValueError("coupled transverse fields need transverse_field and a Hamiltonian with ZX couplings "
+                             "(cq_qrbm_hamiltonian(n, m, zx=True))")
+        U = torch.as_tensor(transverse_weight, dtype=torch.float64)
+        vals["h_x_hidden"] = vals["h_x_hidden"] + U.sum(0) / 2
+        vals["J_zx"] = -U / 2
     theta = ham.join({k: v.to(a.device) for k, v in vals.items()}, device=a.device)
     const = float(-(a.sum() / 2 + bb.sum() / 2 + W.sum() / 4))
     return theta, const

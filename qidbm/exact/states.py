@@ -270,35 +270,49 @@ class CQEvaluation:
     """Exact quantities of a CQ model at one parameter vector.
 
     ``log_probs`` [2^n] = log p(v); ``log_z``; ``block_log_z`` [2^n] = log Tr exp(-H_v);
-    ``block_states`` [2^n, 2^m, 2^m] = rho_{H|v}; ``stats`` [2^n, P] = <dH/dtheta_i>_{rho_{H|v}}.
+    ``block_states`` [2^n, 2^m, 2^m] = rho_{H|v}; ``hidden`` [2^n, K] = Tr(rho_{H|v} K_k) for the
+    distinct hidden factors K_k (see :class:`~qidbm.exact.hamiltonians.CQStructure`).
     """
 
     log_probs: torch.Tensor
     log_z: torch.Tensor
     block_log_z: torch.Tensor
     block_states: torch.Tensor | None
-    stats: torch.Tensor | None
+    hidden: torch.Tensor | None
+    structure: object = None
 
     @property
     def probs(self) -> torch.Tensor:
         return self.log_probs.exp()
 
+    def expectations(self, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_v w_v <dH/dtheta_i>_{rho_{H|v}}`` for all parameters i, [P]
+        (``weights = q`` gives the E-step statistics, ``weights = p`` the model expectations)."""
+        return self.structure.weighted_expectations(self.hidden, weights.to(self.hidden.dtype))
+
     def model_expectations(self) -> torch.Tensor:
         """``<dH/dtheta_i>_rho = sum_v p(v) <dH/dtheta_i>_{rho_{H|v}}``."""
-        return self.probs @ self.stats
+        return self.expectations(self.probs)
+
+    @property
+    def stats(self) -> torch.Tensor:
+        """``<dH/dtheta_i>_{rho_{H|v}}`` per block, [2^n, P] (small systems only)."""
+        st = self.structure
+        return st.signs * self.hidden[:, st.hidden_index] * st.coeffs[None, :]
 
 
 def cq_evaluate(ham: Hamiltonian, theta: torch.Tensor, with_stats: bool = True) -> CQEvaluation:
     """Block-wise evaluation of a CQ model: ``p(v) = Tr exp(-H_v) / sum_v' Tr exp(-H_v')``.
 
-    Costs 2^n eigendecompositions of size 2^m instead of one of size 2^(n+m).
+    Costs 2^n eigendecompositions of size 2^m (closed form for 2x2 real blocks) instead of
+    one of size 2^(n+m).
     """
     cq = ham.cq_structure(theta.device)
     blocks = cq.blocks(theta)
     blz, states = block_exp_states(blocks)
     log_z = torch.logsumexp(blz, 0)
-    stats = cq.term_expectations(states) if with_stats else None
-    return CQEvaluation(blz - log_z, log_z, blz, states if with_stats else None, stats)
+    hidden = cq.hidden_expectations(states) if with_stats else None
+    return CQEvaluation(blz - log_z, log_z, blz, states if with_stats else None, hidden, cq)
 
 
 def model_distribution(ham: Hamiltonian, theta: torch.Tensor, method: str = "auto") -> torch.Tensor:

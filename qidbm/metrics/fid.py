@@ -55,6 +55,7 @@ __all__ = [
     "compute_fid",
     "default_cache_dir",
     "frechet_distance",
+    "fuse_conv_bn",
     "prepare_images",
     "reference_stats",
     "reference_stats_path",
@@ -102,25 +103,38 @@ def _as_float64_numpy(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6, method: str = "sqrtm"
+) -> float:
     r"""Frechet distance between N(mu1, S1) and N(mu2, S2), in float64.
 
     .. math:: d^2 = \lVert \mu_1 - \mu_2 \rVert^2 + \operatorname{Tr}\bigl(S_1 + S_2 - 2 (S_1 S_2)^{1/2}\bigr)
 
-    Computed by pytorch-fid's ``calculate_frechet_distance`` (``scipy.linalg.sqrtm``
-    of ``S1 @ S2``, ``eps`` added to both diagonals only if that product is singular,
-    imaginary round-off discarded). Accepts numpy arrays or torch tensors.
+    The numerics are pytorch-fid's ``calculate_frechet_distance`` step for step
+    (``scipy.linalg.sqrtm`` of ``S1 @ S2``; only if that is not finite, ``eps`` is added
+    to both diagonals and the root recomputed; an imaginary round-off part is dropped,
+    or rejected when a diagonal entry's exceeds 1e-3). It is re-implemented rather than
+    called because pytorch-fid 0.3 passes ``sqrtm(..., disp=False)``, which SciPy 1.17
+    deprecates (and mishandles for 1x1 input) and SciPy 1.18 removes. Accepts numpy
+    arrays or torch tensors.
+
+    ``method="eigh"`` computes the same trace from symmetric eigendecompositions only,
+    ``Tr (S1 S2)^(1/2) = sum_i sqrt(lambda_i(S1^(1/2) S2 S1^(1/2)))`` (the product is
+    similar to that PSD matrix), which is several times faster than ``sqrtm`` for
+    d = 2048; it agrees with the default to round-off (``bench/fid_speed.py`` measures
+    it). The default stays pytorch-fid's route so numbers match published ones.
 
     Args:
         mu1, mu2: mean vectors, shape ``[d]``.
         sigma1, sigma2: covariance matrices, shape ``[d, d]``.
         eps: diagonal offset used only when the product is numerically singular.
+        method: ``"sqrtm"`` (pytorch-fid) or ``"eigh"``.
 
     Returns:
         The distance as a Python float (the FID when the inputs are Inception
         pool3 statistics).
     """
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    from scipy import linalg
 
     mu1 = np.atleast_1d(_as_float64_numpy(mu1, "mu1"))
     mu2 = np.atleast_1d(_as_float64_numpy(mu2, "mu2"))
@@ -133,10 +147,28 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 
         raise ValueError(
             f"sigma1 and sigma2 must be [{d}, {d}] covariance matrices, got {sigma1.shape} and {sigma2.shape}."
         )
+    diff = mu1 - mu2
+    if method == "eigh":
+        w1, v1 = np.linalg.eigh(0.5 * (sigma1 + sigma1.T))
+        r1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+        m = r1 @ sigma2 @ r1
+        tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (m + m.T)), 0, None)).sum()
+        return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+    if method != "sqrtm":
+        raise ValueError(f"method must be 'sqrtm' or 'eigh', got {method!r}.")
     with warnings.catch_warnings():
-        # scipy deprecates sqrtm's `disp` argument that pytorch-fid 0.3 passes
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
+        # sample covariances of n < d images are singular; sqrtm warns, the result is still usable
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            warnings.warn(f"FID: singular covariance product; adding {eps} to the diagonals.", stacklevel=2)
+            offset = np.eye(d) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"FID: sqrtm has a large imaginary component {np.max(np.abs(covmean.imag)):.3g}.")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 # --------------------------------------------------------------------------- #
@@ -266,6 +298,24 @@ def _pool3_wrapper(inception: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm of pytorch-fid's Inception into the convolution before it.
+
+    ``BasicConv2d`` computes ``relu(bn(conv(x)))``; with frozen statistics,
+    ``bn(conv(x)) = conv'(x)`` with ``W' = W * g / sqrt(var + eps)`` and
+    ``b' = beta - g * mean / sqrt(var + eps)`` (``torch.nn.utils.fusion.fuse_conv_bn_eval``).
+    Same function up to float32 round-off, one memory pass fewer per layer. In place.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torchvision.models.inception import BasicConv2d
+
+    for m in model.modules():
+        if isinstance(m, BasicConv2d) and isinstance(m.bn, nn.BatchNorm2d):
+            m.conv = fuse_conv_bn_eval(m.conv.eval(), m.bn.eval())
+            m.bn = nn.Identity()
+    return model
+
+
 def build_fid_inception(weights_path: str | os.PathLike | None = None) -> nn.Module:
     """pytorch-fid's ``InceptionV3([3])`` (pool3, 2048-d) with the FID weights, in eval mode, on CPU.
 
@@ -389,6 +439,8 @@ class FIDAccumulator:
         progress: show a tqdm bar over batches in :meth:`update`.
         channels_last: run the network in channels-last memory format (same
             arithmetic, faster with oneDNN on CPU).
+        fuse_bn: fold the batch norms into the convolutions (:func:`fuse_conv_bn`; same
+            function up to float32 round-off).
         bf16: run the network under bfloat16 autocast. Faster on CPUs with native
             bf16, but an approximation: features change at the ~1e-2 level (see
             ``bench/fid_speed.py`` for the measured FID difference). Off by default.
@@ -404,6 +456,7 @@ class FIDAccumulator:
         device: str | torch.device | None = None,
         progress: bool = False,
         channels_last: bool = True,
+        fuse_bn: bool = False,
         bf16: bool = False,
         feature_extractor: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
@@ -419,6 +472,8 @@ class FIDAccumulator:
             path = resolve_weights_path(weights_path)
             model = build_fid_inception(path)
             self.weights_identity = weights_identity(path)
+            if fuse_bn:
+                model = fuse_conv_bn(model)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self.model: Callable[[Tensor], Tensor] | None = model.to(self.device)

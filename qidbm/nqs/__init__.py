@@ -8,7 +8,7 @@ LightningModule :class:`VMCModule` driven by ``qidbm fit --config configs/nqs_*.
 """
 
 from .blocking import BlockingResult, blocking, blocking_chains
-from .hamiltonians import HarmonicTrap, local_energy
+from .hamiltonians import HarmonicTrap, local_energy, taut_one_body_density
 from .lightning import VMCModule, radial_density, sr_direction, vmc_loss
 from .samplers import (
     GibbsSampler,
@@ -26,6 +26,7 @@ __all__ = [
     "blocking_chains",
     "HarmonicTrap",
     "local_energy",
+    "taut_one_body_density",
     "VMCModule",
     "radial_density",
     "sr_direction",

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .wavefunction import autograd_derivatives
 
-__all__ = ["HarmonicTrap", "local_energy"]
+__all__ = ["HarmonicTrap", "local_energy", "taut_one_body_density"]
 
 
 class HarmonicTrap:
@@ -96,3 +97,23 @@ def local_energy(
     else:
         raise ValueError(f"method must be 'analytic' or 'autograd', got {method!r}.")
     return hamiltonian.local_energy_from_derivatives(x, grad, lap)
+
+
+def taut_one_body_density(r, n_theta: int = 128, n_rho: int = 600, rho_max: float = 6.5) -> np.ndarray:
+    """Exact radial one-body density of two electrons in 2D at omega = 1 (Taut 1993).
+
+    The exact ground state is Psi = (1 + r12) exp(-(r1^2 + r2^2) / 2) (E = 3), so
+    ``rho(r) = 2 exp(-r^2) I(r) / Z`` with ``I(r) = int (1 + |r_vec - r2|)^2 exp(-r2^2) d^2 r2
+    = pi (2 + r^2) + 2 int |r_vec - r2| exp(-r2^2) d^2 r2`` (the last term numerically:
+    trapezoid rule in angle and radius) and ``Z = pi^2 (3 + sqrt(2 pi))`` (relative and
+    centre-of-mass coordinates), normalised so that ``int rho d^2 r = 2``.
+    """
+    r = np.atleast_1d(np.asarray(r, dtype=np.float64))
+    th = np.linspace(0.0, 2 * np.pi, n_theta, endpoint=False)
+    rho = np.linspace(0.0, rho_max, n_rho)
+    R, RHO, TH = np.meshgrid(r, rho, th, indexing="ij")
+    d = np.sqrt(np.maximum(R**2 + RHO**2 - 2 * R * RHO * np.cos(TH), 0.0))
+    lin = np.trapezoid((d * np.exp(-(RHO**2)) * RHO).mean(-1) * 2 * np.pi, rho, axis=-1)
+    inner = np.pi * (2 + r**2) + 2 * lin
+    Z = np.pi**2 * (3 + np.sqrt(2 * np.pi))
+    return 2.0 * np.exp(-(r**2)) * inner / Z

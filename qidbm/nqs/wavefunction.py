@@ -129,6 +129,9 @@ class RBMWaveFunction(nn.Module):
             GRBM's own default initialisation.
         jastrow: multiply by a Pade-Jastrow factor (:class:`PadeJastrow`).
         jastrow_a, jastrow_beta: its cusp parameter (fixed) and initial beta (trained).
+        gaussian_only: freeze W = 0 and b = 0, leaving the bare Gaussian
+            exp(-c (x-mu)^2 / (2 s^2)) (a baseline without the hidden units' correlations,
+            e.g. to compare "Gaussian x Jastrow" with "RBM x Jastrow").
         rbm: an existing GRBM-like module to wrap (must expose ``weight``,
             ``visible_bias``, ``hidden_bias``, ``log_variance`` and ``free_energy``);
             by default a new ``qidbm.models.GRBM(N*d, n_hidden)``.
@@ -151,6 +154,7 @@ class RBMWaveFunction(nn.Module):
         jastrow: bool = False,
         jastrow_a: Optional[float] = None,
         jastrow_beta: float = 1.0,
+        gaussian_only: bool = False,
         rbm: Optional[nn.Module] = None,
         dtype: torch.dtype = torch.float64,
     ):
@@ -190,6 +194,13 @@ class RBMWaveFunction(nn.Module):
             self.rbm.hidden_bias.normal_(0.0, init_std)
             self.rbm.log_variance.fill_(math.log(sigma2))
         self.rbm.log_variance.requires_grad_(train_variance)
+        if gaussian_only:
+            with torch.no_grad():
+                self.rbm.weight.zero_()
+                self.rbm.hidden_bias.zero_()
+            self.rbm.weight.requires_grad_(False)
+            self.rbm.hidden_bias.requires_grad_(False)
+        self.gaussian_only = gaussian_only
         self.train_variance = train_variance
         self.jastrow = PadeJastrow(n_particles, dim, jastrow_a, jastrow_beta).to(dtype) if jastrow else None
 

@@ -62,7 +62,11 @@ def test_algorithm2_equals_algorithm1_on_diagonal_data(gen):
     t1, h1 = do_em_dense(h, th0, diagonal_state(q), n_iter=3, m_tol=1e-11)
     assert torch.allclose(torch.tensor(h1.log_likelihood), torch.tensor(h2.log_likelihood), atol=1e-10)
     assert torch.allclose(torch.tensor(h1.qelbo), torch.tensor(h2.qelbo), atol=1e-10)
-    assert torch.allclose(t1, t2, atol=1e-6)
+    # parameters along nearly flat directions (q has zeros) are ill-conditioned; the models are not
+    from qidbm.exact import model_distribution
+
+    assert torch.allclose(model_distribution(h, t1), model_distribution(h, t2), atol=1e-9)
+    assert all(h1.m_step_converged) and all(h2.m_step_converged)
 
 
 def test_one_inner_gradient_step_is_the_likelihood_gradient(gen):

@@ -6,9 +6,25 @@ import pytest
 import torch
 
 from qidbm.models import GRBM
-from qidbm.nqs import HarmonicTrap, PadeJastrow, RBMWaveFunction, autograd_derivatives, local_energy
+from qidbm.nqs import (
+    HarmonicTrap,
+    PadeJastrow,
+    RBMWaveFunction,
+    autograd_derivatives,
+    local_energy,
+    taut_one_body_density,
+)
 
 D = torch.float64  # explicit dtypes: never change the global default (other test modules share it)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def rn(*shape):
@@ -72,6 +88,18 @@ def test_taut_exact_state_has_constant_local_energy_3():
     e = local_energy(ham, log_psi, x, "autograd")
     torch.testing.assert_close(e, torch.full_like(e, 3.0), rtol=0, atol=1e-10)
     assert ham.exact_energy == 3.0
+
+
+def test_taut_one_body_density_is_normalised_and_exact_at_origin():
+    import numpy as np
+    from scipy import integrate
+
+    r = np.linspace(0.0, 6.0, 601)
+    rho = taut_one_body_density(r)
+    assert np.trapezoid(rho * 2 * np.pi * r, r) == pytest.approx(2.0, abs=1e-4)
+    # at r = 0 the inner integral is radial: 2 pi int (1 + s)^2 exp(-s^2) s ds
+    inner0 = 2 * np.pi * integrate.quad(lambda s: (1 + s) ** 2 * np.exp(-s * s) * s, 0, np.inf)[0]
+    assert rho[0] == pytest.approx(2 * inner0 / (np.pi**2 * (3 + np.sqrt(2 * np.pi))), rel=1e-8)
 
 
 @pytest.mark.parametrize("form", ["sqrt", "amplitude"])

@@ -1,0 +1,140 @@
+"""VMCModule: training with Lightning, configs through LightningCLI, outputs and errors."""
+
+import json
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from qidbm.nqs import VMCModule
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("nqs_*.yaml"))
+assert CONFIGS, "no configs/nqs_*.yaml found"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _trainer(steps, tmp_path):
+    return pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=pl.loggers.CSVLogger(tmp_path, name="nqs"),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def test_noninteracting_fit_reaches_exact_energy_and_zero_variance(tmp_path):
+    pl.seed_everything(0)
+    m = VMCModule(
+        n_particles=2, dim=2, omega=1.0, n_hidden=4, sigma2=1.0, train_variance=True, init_std=0.3,
+        sampler="gibbs", n_chains=128, samples_per_chain=8, burn_in=50, optimizer="sgd", lr=0.2, sr=True,
+        eval_chains=128, eval_samples=1024, eval_burn_in=50, out_dir=str(tmp_path / "out"),
+    )
+    _trainer(150, tmp_path).fit(m)
+    r = m.final
+    assert r["exact"] == 2.0
+    assert abs(r["energy"] - 2.0) < 3 * r["energy_err"] + 1e-6
+    assert r["variance"] < 1e-4
+    assert m.history[0]["variance"] > 100 * r["variance"]  # it started far from the answer
+    saved = json.loads((tmp_path / "out" / "nqs_result.json").read_text())
+    assert saved["energy"] == pytest.approx(r["energy"])
+    assert (tmp_path / "out" / "energy.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "density.png").stat().st_size > 1000
+    metrics = (tmp_path / "nqs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("energy", "energy_err", "energy_blocking_err", "variance", "acceptance", "final_energy"):
+        assert key in metrics
+
+
+def test_one_body_density_integrates_to_n_particles(tmp_path):
+    pl.seed_everything(1)
+    m = VMCModule(n_particles=2, dim=2, init_std=0.0, eval_samples=0, n_chains=64)
+    res = m.evaluate(n_samples=256, n_chains=64, burn_in=50, progress=False)
+    edges, rho = m._density
+    shell = math.pi * (edges[1:] ** 2 - edges[:-1] ** 2)
+    assert (rho * shell).sum() == pytest.approx(2.0, abs=1e-3)  # r_max = 4 holds all but e^-16
+    # exact Gaussian: E_L is constant, so the error bar is zero
+    assert res["energy"] == pytest.approx(2.0, abs=1e-12) and res["energy_err"] < 1e-12
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(sampler="importance", time_step=0.2, jastrow=True, optimizer="adam", lr=0.01),
+        dict(sampler="metropolis", jastrow=True, sr=True, optimizer="sgd", lr=0.05, laplacian="autograd"),
+        dict(sampler="metropolis", psi_form="amplitude", train_variance=True, lr_final_factor=0.1),
+    ],
+    ids=["importance-adam-jastrow", "sr-autograd", "amplitude-decay"],
+)
+def test_interacting_training_paths_lower_the_energy(kw, tmp_path):
+    pl.seed_everything(2)
+    m = VMCModule(
+        n_particles=2, dim=2, interaction=True, n_hidden=3, init_std=0.1, n_chains=64, samples_per_chain=8,
+        burn_in=50, eval_samples=0, **kw,
+    )
+    _trainer(30, tmp_path).fit(m)
+    first = sum(h["energy"] for h in m.history[:5]) / 5
+    last = sum(h["energy"] for h in m.history[-5:]) / 5
+    assert math.isfinite(last) and last < first
+    assert all(0.0 < h["acceptance"] <= 1.0 for h in m.history)
+
+
+def test_chains_are_checkpointed():
+    m = VMCModule(n_chains=8, eval_samples=0)
+    sd = m.state_dict()
+    assert sd["chains"].shape == (8, 4) and sd["chains"].dtype == torch.float64 and "thermalized" in sd
+    m2 = VMCModule(n_chains=8, eval_samples=0)
+    m2.load_state_dict(sd)
+    torch.testing.assert_close(m2.chains, m.chains)
+
+
+def test_bad_configurations_fail_early():
+    with pytest.raises(ValueError, match="Gibbs"):
+        VMCModule(sampler="gibbs", jastrow=True)
+    with pytest.raises(ValueError, match="optimizer"):
+        VMCModule(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="n_chains >= 2"):
+        VMCModule(n_chains=1)
+    with pytest.raises(ValueError, match="lr_final_factor"):
+        VMCModule(lr_final_factor=0.0)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_config_runs_through_lightning_cli(config, tmp_path, monkeypatch):
+    """What `qidbm fit --config configs/nqs_*.yaml` does, shortened to 2 steps."""
+    monkeypatch.setattr("sys.argv", ["qidbm"])  # LightningCLI gets its arguments from args=
+    cli = LightningCLI(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=[
+            "fit",
+            "--config", str(config),
+            "--trainer.max_steps=2",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--model.n_chains=8",
+            "--model.burn_in=2",
+            "--model.eval_chains=4",
+            "--model.eval_samples=8",
+            "--model.eval_burn_in=2",
+            f"--model.out_dir={tmp_path / 'out'}",
+        ],
+    )
+    assert isinstance(cli.model, VMCModule)
+    assert cli.trainer.global_step == 2
+    assert (tmp_path / "out" / "nqs_result.json").exists()
