@@ -99,7 +99,7 @@ def local_energy(
     return hamiltonian.local_energy_from_derivatives(x, grad, lap)
 
 
-def taut_one_body_density(r, n_theta: int = 128, n_rho: int = 600, rho_max: float = 6.5) -> np.ndarray:
+def taut_one_body_density(r, n_theta: int = 128, n_rho: int = 2000, rho_max: float = 6.5) -> np.ndarray:
     """Exact radial one-body density of two electrons in 2D at omega = 1 (Taut 1993).
 
     The exact ground state is Psi = (1 + r12) exp(-(r1^2 + r2^2) / 2) (E = 3), so
@@ -111,9 +111,12 @@ def taut_one_body_density(r, n_theta: int = 128, n_rho: int = 600, rho_max: floa
     r = np.atleast_1d(np.asarray(r, dtype=np.float64))
     th = np.linspace(0.0, 2 * np.pi, n_theta, endpoint=False)
     rho = np.linspace(0.0, rho_max, n_rho)
-    R, RHO, TH = np.meshgrid(r, rho, th, indexing="ij")
-    d = np.sqrt(np.maximum(R**2 + RHO**2 - 2 * R * RHO * np.cos(TH), 0.0))
-    lin = np.trapezoid((d * np.exp(-(RHO**2)) * RHO).mean(-1) * 2 * np.pi, rho, axis=-1)
+    weight = np.exp(-(rho**2)) * rho
+    lin = np.empty_like(r)
+    for start in range(0, r.size, 16):  # chunks bound the [r, rho, theta] temporary
+        rr = r[start : start + 16, None, None]
+        d = np.sqrt(np.maximum(rr**2 + rho[:, None] ** 2 - 2 * rr * rho[:, None] * np.cos(th), 0.0))
+        lin[start : start + 16] = np.trapezoid(d.mean(-1) * 2 * np.pi * weight, rho, axis=-1)
     inner = np.pi * (2 + r**2) + 2 * lin
     Z = np.pi**2 * (3 + np.sqrt(2 * np.pi))
     return 2.0 * np.exp(-(r**2)) * inner / Z
