@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ais-runs", type=int, default=0, help="AIS chains for the log-likelihood (0: skip)")
     p.add_argument("--ais-betas", type=int, default=10000)
     p.add_argument("--fid-weights", default=os.environ.get("QIDBM_FID_WEIGHTS"))
+    p.add_argument("--lr", type=float, default=None, help="override the configs' learning rate (all runs alike)")
+    p.add_argument("--momentum", type=float, default=None, help="override the SGD momentum (all runs alike)")
+    p.add_argument("--negative-start", default=None, help="override negative_start (all runs alike)")
     p.add_argument("--tag", default="", help="suffix of the results files")
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = relocate_config(REPO / r["config"], run_dir)
         fit = ["qidbm", "fit", "--config", str(cfg), *r["overrides"], "--trainer.max_epochs", str(epochs),
                "--trainer.enable_progress_bar", "false"]
+        for opt, val in (("lr", a.lr), ("momentum", a.momentum), ("negative_start", a.negative_start)):
+            if val is not None:
+                fit += [f"--model.init_args.{opt}", str(val)]
         if a.limit_train_batches is not None:
             fit += ["--trainer.limit_train_batches", str(a.limit_train_batches)]
         if a.device != "cpu":

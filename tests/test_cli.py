@@ -139,3 +139,17 @@ def test_evaluate_prints_fid_and_ais(tiny_run, tmp_path, capsys):
 
     r = json.loads(res.read_text())
     assert r["fid"] > 0 and math.isfinite(r["test_log_likelihood"]) and r["num_samples"] == 20
+
+
+def test_wandb_runs_offline_without_api_key(monkeypatch, tmp_path):
+    from qidbm.lightning.loggers import wandb_should_be_offline
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert wandb_should_be_offline()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not wandb_should_be_offline()
+    monkeypatch.delenv("WANDB_API_KEY")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert not wandb_should_be_offline()
