@@ -20,7 +20,33 @@ OWN_COMMANDS = ("sample", "evaluate")
 def _lightning_cli(args: list[str] | None) -> None:
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
+    class QidbmCLI(LightningCLI):
+        """LightningCLI that installs the reliability defaults (qidbm.lightning.reliability):
+        atomic checkpoint writes (AtomicCheckpointIO) unless the config names a CheckpointIO
+        plugin, a numerical-fault guard (FaultGuard(), on_fault="raise") unless the config
+        lists a FaultGuard of its own (e.g. one with on_fault: restore), and MidEpochResume (a
+        resume from a mid-epoch checkpoint continues with the batch where the run was)."""
+
+        def _instantiate_trainer(self, config, callbacks):
+            from lightning.pytorch.plugins.io import CheckpointIO
+
+            from qidbm.lightning.reliability import AtomicCheckpointIO, FaultGuard, MidEpochResume
+
+            plugins = config.get("plugins")
+            plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+            if not any(isinstance(p, CheckpointIO) for p in plugins):
+                plugins.append(AtomicCheckpointIO())
+            config["plugins"] = plugins
+            given = config.get("callbacks") or []
+            given = given if isinstance(given, list) else [given]
+            present = list(given) + list(callbacks)
+            if not any(isinstance(c, FaultGuard) for c in present):
+                callbacks = list(callbacks) + [FaultGuard()]
+            if not any(isinstance(c, MidEpochResume) for c in present):
+                callbacks = list(callbacks) + [MidEpochResume()]
+            return super()._instantiate_trainer(config, callbacks)
+
+    QidbmCLI(
         model_class=None,
         datamodule_class=None,
         subclass_mode_model=True,
@@ -101,7 +127,18 @@ def cmd_sample(argv: list[str]) -> int:
     return 0
 
 
+def _quiet_known_warnings() -> None:
+    """Silence warnings that say nothing about the user's run (an empty validation loader when
+    ``val_size: 0``, a deprecation inside Lightning)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*Total length of `list` across ranks is zero.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*You defined a `validation_step` but have no `val_dataloader`.*")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_known_warnings()
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sample":
