@@ -96,6 +96,7 @@ class BoltzmannModule(L.LightningModule):
         self._chains: State | None = None
         self._generator: torch.Generator | None = None
         self._restored_generator_state: Tensor | None = None
+        self._first_batch_checked = False
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -138,6 +139,7 @@ class BoltzmannModule(L.LightningModule):
             m.layer_bias(0).copy_(torch.log(p) - torch.log1p(-p))
 
     def on_fit_start(self) -> None:
+        self._first_batch_checked = False
         seed = self.hparams.chain_seed if self.hparams.chain_seed is not None else torch.initial_seed()
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(int(seed) + self.global_rank)
@@ -190,14 +192,24 @@ class BoltzmannModule(L.LightningModule):
         """The DO-EM / CD loss and its terms for a batch of visible vectors."""
         pos = self.positive_phase(v)
         neg = self.negative_phase(v)
-        f_pos = self.model.marginal_free_energy(pos, self.summed_layers).mean()
-        f_neg = self.model.marginal_free_energy(neg, self.summed_layers).mean()
+        # one forward/backward over [positive; negative] rows: larger matrix products
+        n_pos = pos[0].shape[0]
+        both = [None if p is None else torch.cat([p, q.to(p.dtype)]) for p, q in zip(pos, neg)]
+        f = self.model.marginal_free_energy(both, self.summed_layers)
+        f_pos, f_neg = f[:n_pos].mean(), f[n_pos:].mean()
         loss = f_pos - f_neg
         return loss, {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
 
     # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        v = _as_visible(batch).to(self.dtype)
+        v = _as_visible(batch)
+        if not self._first_batch_checked:
+            # the first batch of each fit only: shape, dtype, finiteness, range/encoding (cheap)
+            from qidbm.lightning.reliability import validate_batch_for_model
+
+            validate_batch_for_model(v, self.model, self.data_info)
+            self._first_batch_checked = True
+        v = v.to(self.dtype)
         loss, terms = self.doem_loss(v)
         bs = v.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
