@@ -114,12 +114,14 @@ def main(argv=None):
                      "seconds": time.perf_counter() - t0})
         tqdm.write(f"{d} n={n} {name}: m_min={m_min}  TVD by m: "
                    + ", ".join(f"{k}:{v:.3f}" for k, v in sorted(cache.items())))
+        (args.out / "exact_sqrbm_equivalence.partial.json").write_text(json.dumps(rows, indent=1))
     total = time.perf_counter() - t_all
     result = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None else sys.argv[1:])),
               "hardware": hw, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "rows": rows, "total_seconds": total}
     out_json = args.out / "exact_sqrbm_equivalence.json"
     out_json.write_text(json.dumps(result, indent=1))
+    (args.out / "exact_sqrbm_equivalence.partial.json").unlink(missing_ok=True)
     _plot(rows, args, args.out)
 
     def fmt(x):

@@ -20,7 +20,7 @@ import torch
 
 from .doem import EMHistory
 from .hamiltonians import Hamiltonian
-from .petz import log_likelihood
+from .petz import _cast_hermitian, log_likelihood
 from .states import (
     cq_evaluate,
     gibbs,
@@ -123,7 +123,7 @@ def exact_log_likelihood_and_grad(
         L = log_likelihood(eta, rho_v)
         mu, V = torch.linalg.eigh(rho_v)
         Fl = _log_divided_differences(mu.clamp_min(torch.finfo(mu.dtype).tiny))
-        xi = V @ (Fl.to(V.dtype) * (V.mH @ eta.to(V.dtype) @ V)) @ V.mH
+        xi = V @ (Fl.to(V.dtype) * (V.mH @ _cast_hermitian(eta, V.dtype) @ V)) @ V.mH
     U = st.evecs
     lmin = st.evals.min()
     F = exp_divided_differences(st.evals, shift=lmin) / st.weights.sum()  # d exp(-H) / Z

@@ -18,7 +18,6 @@ Constructors:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Sequence
 
 import torch

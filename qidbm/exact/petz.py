@@ -124,15 +124,23 @@ def qelbo(eta_vh: torch.Tensor, log_rho_vh: torch.Tensor, n_visible: int, n_hidd
     ``log_rho_vh`` is the model's log (e.g. ``GibbsState.log()`` = -H - log Z).
     """
     eta_v = partial_trace_hidden(eta_vh, n_visible, n_hidden)
-    cross = torch.einsum("ab,ba->", eta_vh.to(log_rho_vh.dtype), log_rho_vh)
+    cross = torch.einsum("ab,ba->", _cast_hermitian(eta_vh, log_rho_vh.dtype), log_rho_vh)
     cross = cross.real if cross.is_complex() else cross
     return cross + von_neumann_entropy(eta_vh) - von_neumann_entropy(eta_v)
+
+
+def _cast_hermitian(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast a Hermitian x to dtype; complex -> real keeps the real part, which is exact whenever x is
+    only paired with real symmetric matrices (the antisymmetric imaginary part traces to zero)."""
+    if x.is_complex() and not dtype.is_complex:
+        return x.real
+    return x.to(dtype)
 
 
 def log_likelihood(eta_v: torch.Tensor, rho_v: torch.Tensor, rtol: float = 1e-13) -> torch.Tensor:
     """``Tr eta_V log rho_V`` (DO-EM Eq. LP); -inf when supp eta_V is not inside supp rho_V."""
     r, U = torch.linalg.eigh(rho_v)
-    diag = torch.einsum("ki,kl,li->i", U.conj(), eta_v.to(U.dtype), U)
+    diag = torch.einsum("ki,kl,li->i", U.conj(), _cast_hermitian(eta_v, U.dtype), U)
     diag = diag.real if diag.is_complex() else diag
     null = r <= rtol * r.max()
     if bool((null & (diag > 1e-13)).any()):
