@@ -77,6 +77,21 @@ def relocate_config(config: Path, run_dir: Path) -> Path:
     return out
 
 
+def fit_command(r: dict, out_dir: Path, epochs: int, a) -> list[str]:
+    run_dir = out_dir / r["name"]
+    cfg = relocate_config(REPO / r["config"], run_dir)
+    fit = ["qidbm", "fit", "--config", str(cfg), *r["overrides"], "--trainer.max_epochs", str(epochs),
+           "--trainer.enable_progress_bar", "false"]
+    for opt, val in (("lr", a.lr), ("momentum", a.momentum), ("negative_start", a.negative_start)):
+        if val is not None:
+            fit += [f"--model.init_args.{opt}", str(val)]
+    if a.limit_train_batches is not None:
+        fit += ["--trainer.limit_train_batches", str(a.limit_train_batches)]
+    if a.device != "cpu":
+        fit += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
+    return fit
+
+
 def n_params(config: dict) -> int:
     from qidbm.models import build_model
 
@@ -84,13 +99,13 @@ def n_params(config: dict) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def plan(suite: str, sizes: list[int]) -> list[dict]:
+def plan(suite: str, sizes: list[int], configs: str = "paper") -> list[dict]:
     rows = []
     if suite == "binary":
         for size in sizes:
             for kind in ("dbm", "qidbm"):
                 rows.append({"name": f"{kind}_{size}", "kind": kind, "size": size,
-                             "config": f"configs/paper/mnist_binary_{kind}_{size}.yaml", "overrides": []})
+                             "config": f"configs/{configs}/mnist_binary_{kind}_{size}.yaml", "overrides": []})
     elif suite == "grbm":
         for ds in ("mnist", "fashion_mnist"):
             for kind in ("grbm", "qgrbm"):
@@ -106,7 +121,7 @@ def plan(suite: str, sizes: list[int]) -> list[dict]:
             ("qidbm_coupled", "qidbm", [f"{q}.coupled_field", "true"]),
         ):
             rows.append({"name": f"{name}_{size}", "kind": kind, "size": size,
-                         "config": f"configs/paper/mnist_binary_{kind}_{size}.yaml", "overrides": ov})
+                         "config": f"configs/{configs}/mnist_binary_{kind}_{size}.yaml", "overrides": ov})
     else:
         raise ValueError(f"unknown suite {suite!r}")
     return rows
@@ -116,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["binary", "grbm", "study"], default="binary")
     p.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--configs", choices=["paper", "cpu"], default="paper",
+                   help="configs/paper (the paper's recipe) or configs/cpu (the CPU-budget recipe, 784-498-498 only)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel (one torch thread each when > 1)")
     p.add_argument("--sizes", type=int, nargs="+", default=[498, 588, 686, 784])
     p.add_argument("--epochs", type=int, default=None, help="training epochs (cpu default 2, gpu 100)")
     p.add_argument("--limit-train-batches", type=float, default=None, help="fraction/number of batches per epoch")
@@ -133,24 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     epochs = a.epochs or (2 if a.budget == "cpu" else 100)
     fid_n = a.fid_samples or (2000 if a.budget == "cpu" else 10000)
-    tag = f"{a.suite}_{a.budget}{('_' + a.tag) if a.tag else ''}"
+    tag = f"{a.suite}_{a.budget}{'' if a.configs == 'paper' else '_' + a.configs}{('_' + a.tag) if a.tag else ''}"
     out_dir = RESULTS / tag
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = plan(a.suite, a.sizes)
+    rows = plan(a.suite, a.sizes, a.configs)
     results = []
+    fits = {}
+    if a.jobs > 1:  # train in parallel first; evaluation below then finds the checkpoints
+        from concurrent.futures import ThreadPoolExecutor
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        with ThreadPoolExecutor(a.jobs) as pool:
+            futs = {r["name"]: pool.submit(run, fit_command(r, out_dir, epochs, a), out_dir / r["name"] / "fit.log")
+                    for r in rows}
+            fits = {k: f.result() for k, f in futs.items()}
     for r in rows:
         run_dir = out_dir / r["name"]
-        cfg = relocate_config(REPO / r["config"], run_dir)
-        fit = ["qidbm", "fit", "--config", str(cfg), *r["overrides"], "--trainer.max_epochs", str(epochs),
-               "--trainer.enable_progress_bar", "false"]
-        for opt, val in (("lr", a.lr), ("momentum", a.momentum), ("negative_start", a.negative_start)):
-            if val is not None:
-                fit += [f"--model.init_args.{opt}", str(val)]
-        if a.limit_train_batches is not None:
-            fit += ["--trainer.limit_train_batches", str(a.limit_train_batches)]
-        if a.device != "cpu":
-            fit += ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
-        t_fit = run(fit, run_dir / "fit.log")
+        fit = fit_command(r, out_dir, epochs, a)
+        t_fit = fits[r["name"]] if r["name"] in fits else run(fit, run_dir / "fit.log")
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         ev_json = run_dir / "evaluate.json"
         ev = ["qidbm", "evaluate", "--ckpt", str(ckpt), "--num-samples", str(fid_n), "--num-steps",

@@ -59,6 +59,22 @@ def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) 
             rank_zero_warn(f"could not log image {key!r} to {name}: {e}")
 
 
+def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int, spec: SamplingSpec, seed: int) -> Tensor:
+    """Samples of ``pl_module.model`` drawn with ``spec`` and their own generator (seeded by
+    ``seed``), so that evaluation never perturbs the training chains' random stream."""
+    data = None
+    if spec.start != "noise":
+        data = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in trainer.datamodule.train_dataloader()])
+    g = torch.Generator(device=pl_module.device)
+    g.manual_seed(seed)
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        return draw_samples(pl_module.model, num, spec, data=data, generator=g)
+    finally:
+        pl_module.train(was_training)
+
+
 class SampleGrid(L.Callback):
     """Every ``every_n_epochs`` epochs (and at the end of fit), draw ``num_samples`` samples,
     save them as ``samples/epoch=NNN.png`` and ``samples/last.png`` under ``dirpath``
@@ -98,17 +114,7 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def make_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
-        data = None
-        if self.spec.start != "noise":
-            dm = trainer.datamodule
-            data = next(iter(dm.train_dataloader()))
-            data = data[0] if isinstance(data, (list, tuple)) else data
-        g = torch.Generator(device=pl_module.device)
-        g.manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        x = draw_samples(pl_module.model, self.num_samples, self.spec, data=data, generator=g)
-        pl_module.train(was_training)
+        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed)
         images = visible_to_images(x, getattr(pl_module, "data_info", None))
         d = self._dir(trainer)
         save_grid(images, d / f"epoch={trainer.current_epoch:03d}.png")
@@ -193,15 +199,7 @@ class FIDCallback(L.Callback):
         key = {"dataset": info["dataset"], "split": "test", "encoding": info["encoding"],
                "preprocessing": info.get("preprocessing")}
         mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)
-        data = None
-        if self.spec.start != "noise":
-            data = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in dm.train_dataloader()])
-        g = torch.Generator(device=pl_module.device)
-        g.manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        x = draw_samples(pl_module.model, self.num_samples, self.spec, data=data, generator=g)
-        pl_module.train(was_training)
+        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed)
         images = visible_to_images(x, info)
         if not torch.isfinite(images).all():
             return float("nan")

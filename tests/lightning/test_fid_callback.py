@@ -1,0 +1,54 @@
+"""FIDCallback: best checkpoint by FID (never a non-finite score), grids, a real Inception pass."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from qidbm.data import MNISTDataModule
+from qidbm.lightning import BoltzmannModule, FIDCallback
+from qidbm.models import QiDBM
+from tests.test_cli import FID_WEIGHTS, make_tiny_mnist
+
+
+def test_best_checkpoint_skips_non_finite_scores(tmp_path, monkeypatch):
+    scores = iter([float("nan"), 50.0, 60.0, 40.0, float("inf")])
+    saved = []
+
+    def fake_compute(self, trainer, pl_module):
+        self._last_images = torch.zeros(4, 1, 28, 28)
+        return next(scores)
+
+    monkeypatch.setattr(FIDCallback, "compute", fake_compute)
+    cb = FIDCallback(every_n_epochs=1, num_samples=4, dirpath=str(tmp_path / "fid"))
+    orig = L.Trainer.save_checkpoint
+
+    def spy(self, path, *a, **k):
+        saved.append((self.current_epoch, Path(path).name))
+        return orig(self, path, *a, **k)
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", spy)
+    root = make_tiny_mnist(tmp_path / "data")
+    dm = MNISTDataModule(root=str(root), batch_size=40, download=False)
+    t = L.Trainer(max_epochs=5, limit_train_batches=1, logger=False, enable_checkpointing=False, callbacks=[cb],
+                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    t.fit(BoltzmannModule(QiDBM([784, 8, 4], [1])), dm)
+    assert saved == [(1, "best_fid.ckpt"), (3, "best_fid.ckpt")]
+    assert cb.best_fid == 40.0 and len(cb.history) == 5
+    assert (tmp_path / "fid" / "best_fid.ckpt").is_file()
+    assert (tmp_path / "fid" / "fid_samples" / "epoch=004.png").is_file()
+    assert cb.state_dict()["best_fid"] == 40.0
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
+def test_real_fid_is_finite_and_logged(tmp_path):
+    cb = FIDCallback(every_n_epochs=1, num_samples=16, num_steps=2, fid_weights=str(FID_WEIGHTS),
+                     dirpath=str(tmp_path / "fid"), batch_size=16)
+    root = make_tiny_mnist(tmp_path / "data")
+    dm = MNISTDataModule(root=str(root), batch_size=40, download=False)
+    t = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False, callbacks=[cb],
+                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    t.fit(BoltzmannModule(QiDBM([784, 8, 4], [1])), dm)
+    assert len(cb.history) == 1 and cb.history[0][1] > 0 and cb.best_fid == cb.history[0][1]
+    assert "fid" in t.callback_metrics
