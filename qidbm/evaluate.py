@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-weights", default=None, help="Inception weights file (else $QIDBM_FID_WEIGHTS, else download)")
     p.add_argument("--fid-backend", choices=["pytorch-fid", "torchmetrics"], default="pytorch-fid")
     p.add_argument("--fid-batch-size", type=int, default=200)
+    p.add_argument("--fid-method", choices=["sqrtm", "eigh"], default="eigh",
+                   help="matrix square root of the Frechet distance: eigh (default; equals pytorch-fid's sqrtm "
+                        "to ~1e-12 relative, tested, and is much faster) or sqrtm (pytorch-fid's own numerics)")
     p.add_argument("--no-fid", action="store_true", help="skip FID")
     p.add_argument("--ais-runs", type=int, default=100, help="AIS chains (0 skips AIS)")
     p.add_argument("--ais-betas", type=int, default=10000, help="AIS intermediate distributions")
@@ -80,13 +83,15 @@ def cmd_evaluate(argv: list[str]) -> int:
             save_grid(images[:100], out / "samples.png", nrow=10)
         t0 = time.time()
         if a.fid_backend == "pytorch-fid":
-            acc = FIDAccumulator(a.fid_weights, batch_size=a.fid_batch_size, device=a.device, progress=True)
+            # fuse_bn folds batch norms into the convolutions: the same features to ~1e-6 (tested), faster
+            acc = FIDAccumulator(a.fid_weights, batch_size=a.fid_batch_size, device=a.device, progress=True,
+                                 fuse_bn=True)
             key = {"dataset": data_info["dataset"], "split": "test", "encoding": data_info["encoding"],
                    "preprocessing": data_info.get("preprocessing")}
             mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)
             acc.update(images)
             mu, sigma = acc.compute_stats()
-            fid = float(frechet_distance(mu, sigma, mu_r, sigma_r))
+            fid = float(frechet_distance(mu, sigma, mu_r, sigma_r, method=a.fid_method))
         else:
             fid = compute_fid(images, dm.test_images(), backend="torchmetrics", weights_path=a.fid_weights,
                               batch_size=a.fid_batch_size, device=a.device, progress=True)

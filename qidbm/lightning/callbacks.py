@@ -184,7 +184,7 @@ class FIDCallback(L.Callback):
         from qidbm.metrics.fid import FIDAccumulator
 
         if self._acc is None:
-            self._acc = FIDAccumulator(self.fid_weights, batch_size=self.fid_batch_size, device=device)
+            self._acc = FIDAccumulator(self.fid_weights, batch_size=self.fid_batch_size, device=device, fuse_bn=True)
         return self._acc
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
@@ -208,7 +208,7 @@ class FIDCallback(L.Callback):
         mu, sigma = acc.compute_stats()
         acc.reset()
         self._last_images = images[:100]
-        return float(frechet_distance(mu, sigma, mu_r, sigma_r))
+        return float(frechet_distance(mu, sigma, mu_r, sigma_r, method="eigh"))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
