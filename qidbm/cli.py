@@ -27,6 +27,21 @@ def _lightning_cli(args: list[str] | None) -> None:
         lists a FaultGuard of its own (e.g. one with on_fault: restore), and MidEpochResume (a
         resume from a mid-epoch checkpoint continues with the batch where the run was)."""
 
+        def _parse_ckpt_path(self):
+            # LightningCLI reads the checkpoint's hyperparameters before any trainer exists: turn a
+            # truncated or foreign file into a clear error here too
+            try:
+                super()._parse_ckpt_path()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                path = self.config[self.config.subcommand].get("ckpt_path")
+                raise ValueError(
+                    f"could not read checkpoint {path} ({type(e).__name__}: {e}). The file is truncated or not a "
+                    "checkpoint: resume from another one (qidbm writes checkpoints atomically, so last.ckpt is "
+                    "complete unless it was copied or edited by hand)"
+                ) from e
+
         def _instantiate_trainer(self, config, callbacks):
             from lightning.pytorch.plugins.io import CheckpointIO
 

@@ -58,8 +58,15 @@ def cmd_evaluate(argv: list[str]) -> int:
         dm.setup("fit")
     g = torch.Generator(device=a.device)
     g.manual_seed(a.seed)
+    acc = None
+    if not a.no_fid and a.fid_backend == "pytorch-fid":
+        from qidbm.metrics.fid import FIDAccumulator
+
+        # load the Inception weights first: a missing or wrong file fails before any sampling
+        # (fuse_bn folds batch norms into the convolutions: the same features to ~1e-6, tested)
+        acc = FIDAccumulator(a.fid_weights, batch_size=a.fid_batch_size, device=a.device, progress=True, fuse_bn=True)
     if not a.no_fid:
-        from qidbm.metrics.fid import FIDAccumulator, compute_fid, frechet_distance, reference_stats
+        from qidbm.metrics.fid import compute_fid, frechet_distance, reference_stats
 
         if dm is None:
             raise ValueError("FID needs the test set: this checkpoint has no data_info; retrain with `qidbm fit`")
@@ -83,9 +90,6 @@ def cmd_evaluate(argv: list[str]) -> int:
             save_grid(images[:100], out / "samples.png", nrow=10)
         t0 = time.time()
         if a.fid_backend == "pytorch-fid":
-            # fuse_bn folds batch norms into the convolutions: the same features to ~1e-6 (tested), faster
-            acc = FIDAccumulator(a.fid_weights, batch_size=a.fid_batch_size, device=a.device, progress=True,
-                                 fuse_bn=True)
             key = {"dataset": data_info["dataset"], "split": "test", "encoding": data_info["encoding"],
                    "preprocessing": data_info.get("preprocessing")}
             mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)

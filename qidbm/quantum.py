@@ -123,7 +123,8 @@ def qubit_log_partition(phi: Tensor, gamma: Tensor) -> Tensor:
 def _r_plus_minus_u(u: Tensor, r: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
     """``(r + u, r - u)`` without cancellation: the small one is ``gamma^2 / (r + |u|)``."""
     big = r + u.abs()
-    small = gamma * gamma / torch.where(big > 0, big, torch.ones_like(big))
+    # gamma * (gamma / big), not gamma^2 / big: gamma^2 overflows float32 beyond |gamma| ~ 1.8e19
+    small = gamma * (gamma / torch.where(big > 0, big, torch.ones_like(big)))
     pos = u >= 0
     return torch.where(pos, big, small), torch.where(pos, small, big)
 

@@ -1,0 +1,184 @@
+"""Bad input gets a clear error that says how to fix it (one injected fault per test).
+
+Other tests already cover some of these at the unit level (listed in docs/RELIABILITY.md):
+tests/data/test_data_idx.py and tests/data/test_data_modules.py (IDX/gz files, empty roots),
+tests/metrics/test_fid.py (FID weights), tests/test_cli.py (unknown keys, adjacent quantum layers).
+Here each fault goes through the user-facing entry point (`qidbm fit|sample|evaluate`, the
+training step).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from qidbm.cli import main
+from qidbm.lightning import BoltzmannModule
+from qidbm.lightning.reliability import validate_batch_for_model
+from qidbm.models import QRBM, RBM, QGRBM, QiDBM
+from tests.test_cli import TINY, make_tiny_mnist
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny MNIST, a config for it and one checkpoint written by `qidbm fit` (1 step)."""
+    tmp = tmp_path_factory.mktemp("badinput")
+    root = make_tiny_mnist(tmp / "data")
+    out = tmp / "run"
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(TINY.format(out=out, root=root).replace("limit_train_batches: 3", "limit_train_batches: 1")
+                   .replace("max_epochs: 2", "max_epochs: 1"))
+    main(["fit", "--config", str(cfg)])
+    return {"root": root, "cfg": cfg, "ckpt": out / "checkpoints" / "last.ckpt", "tmp": tmp}
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize("args,name", [
+    (["--model.init_args.learning_rate", "0.1"], "learning_rate"),        # unknown key
+    (["--model.init_args.cd_steps", "many"], "cd_steps"),                 # ill-typed value
+    (["--trainer.max_epochs", "two"], "max_epochs"),
+    (["--model.init_args.negative_start", "random"], "negative_start"),   # not one of the choices
+])
+def test_unknown_or_ill_typed_config_key(tiny, capsys, args, name):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(tiny["cfg"]), *args])
+    assert e.value.code != 0
+    assert name in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layers,quantum,match", [
+    ([784, 16, 8, 4], [1, 2], "adjacent"),
+    ([784, 16, 8], [0], "visible"),
+    ([784, 16, 8], [3], "hidden layers are numbered"),
+])
+def test_adjacent_quantum_layers_or_quantum_visible_layer(tiny, layers, quantum, match):
+    with pytest.raises(ValueError, match=match):
+        main(["fit", "--config", str(tiny["cfg"]), "--model.init_args.model.init_args.layer_sizes", str(layers),
+              "--model.init_args.model.init_args.quantum_layers", str(quantum)])
+
+
+# ---------------------------------------------------------------- data for the model
+def _fit_on(x, model, tmp_path):
+    t = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, default_root_dir=str(tmp_path))
+    t.fit(BoltzmannModule(model, init_visible_bias=False), DataLoader(TensorDataset(x), batch_size=8))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: torch.randint(0, 256, (16, 16), dtype=torch.uint8), "8-bit"),           # raw pixels, uint8
+    (lambda: torch.randint(0, 256, (16, 16)).float(), "8-bit pixel values"),          # raw pixels, float
+    (lambda: torch.randn(16, 16), r"values in \[.*binary visible units"),             # normalised data
+    (lambda: torch.rand(16, 20).round(), r"shape \[8, 20\].*n_visible=16"),           # wrong width
+    (lambda: torch.full((16, 16), float("nan")), "NaN"),
+])
+def test_wrong_data_for_a_binary_model_fails_on_the_first_batch(tmp_path, make, match):
+    with pytest.raises(ValueError, match=match):
+        _fit_on(make(), QRBM(16, 4), tmp_path)
+
+
+def test_first_batch_check_accepts_good_data_and_gaussian_models(tmp_path):
+    _fit_on(torch.rand(16, 16).round(), RBM(16, 4), tmp_path)
+    _fit_on(torch.randn(16, 16), QGRBM(16, 4), tmp_path)  # Gaussian visibles take any real value
+
+
+def test_greyscale_batch_against_binary_data_info(tiny):
+    """With the data module's info (encoding 'binary'), values that are not 0/1 are refused."""
+    from qidbm.data import MNISTDataModule
+
+    dm = MNISTDataModule(root=str(tiny["root"]), encoding="binary", download=False, batch_size=40)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="greyscale pixels or probabilities"):
+        validate_batch_for_model(torch.full((4, 784), 0.5), QiDBM([784, 16, 8], [1]), dm.data_info())
+
+
+def test_encoding_model_mismatch_through_the_cli(tiny):
+    with pytest.raises(ValueError, match="Gaussian visible units"):
+        main(["fit", "--config", str(tiny["cfg"]), "--data.init_args.encoding", "continuous"])
+    with pytest.raises(ValueError, match="n_visible"):  # 8 bit planes per pixel into a 784-unit model
+        main(["fit", "--config", str(tiny["cfg"]), "--data.init_args.encoding", "bitplanes"])
+
+
+# ---------------------------------------------------------------- files
+def test_truncated_idx_gz_names_the_file(tiny, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny["root"], root)
+    f = root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    with pytest.raises(Exception, match="train-images-idx3-ubyte") as e:
+        main(["fit", "--config", str(tiny["cfg"]), "--data.init_args.root", str(root),
+              "--data.init_args.cache_dir", str(tmp_path / "cache")])
+    assert "truncated" in str(e.value).lower() or "corrupt" in str(e.value).lower()
+
+
+def test_idx_with_wrong_magic_names_the_file(tiny, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny["root"], root)
+    f = root / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(f.read_bytes()))
+    raw[2:4] = b"\x0d\x03"  # magic of a 3-D float array instead of 1-D uint8 labels
+    f.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(Exception, match="train-labels-idx1-ubyte"):
+        main(["fit", "--config", str(tiny["cfg"]), "--data.init_args.root", str(root),
+              "--data.init_args.cache_dir", str(tmp_path / "cache")])
+
+
+def test_empty_data_root_offline(tiny, tmp_path):
+    from qidbm.data import DataNotFoundError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match="(?s)MNIST data not found.*QIDBM_DATA_DIR.*download=True"):
+        main(["fit", "--config", str(tiny["cfg"]), "--data.init_args.root", str(tmp_path / "empty"),
+              "--data.init_args.cache_dir", str(tmp_path / "cache")])
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_of_another_model_class(tiny):
+    with pytest.raises(ValueError, match="holds a QiDBM but the module was built with a DBM"):
+        main(["fit", "--config", str(tiny["cfg"]), "--model.init_args.model", "qidbm.models.DBM",
+              "--model.init_args.model.init_args.layer_sizes", "[784, 16, 8]", "--ckpt_path", str(tiny["ckpt"])])
+
+
+def test_checkpoint_of_an_older_format(tiny, tmp_path):
+    ck = torch.load(tiny["ckpt"], weights_only=True)
+    ck["qidbm"]["format_version"] = 0
+    old = tmp_path / "old.ckpt"
+    torch.save(ck, old)
+    with pytest.raises(ValueError, match="checkpoint format 0 is not supported"):
+        main(["fit", "--config", str(tiny["cfg"]), "--ckpt_path", str(old)])
+    with pytest.raises(ValueError, match="checkpoint format 0 is not supported"):
+        main(["sample", "--ckpt", str(old), "--num-samples", "2", "--num-steps", "1", "--out", str(tmp_path / "s")])
+    del ck["qidbm"]
+    torch.save(ck, old)
+    with pytest.raises(ValueError, match="no 'qidbm' section"):
+        main(["sample", "--ckpt", str(old), "--num-samples", "2", "--num-steps", "1", "--out", str(tmp_path / "s")])
+
+
+def test_truncated_checkpoint(tiny, tmp_path):
+    bad = tmp_path / "cut.ckpt"
+    data = Path(tiny["ckpt"]).read_bytes()
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match=r"could not read checkpoint .*cut\.ckpt.*truncated"):
+        main(["fit", "--config", str(tiny["cfg"]), "--ckpt_path", str(bad)])
+    with pytest.raises(ValueError, match=r"could not read checkpoint .*cut\.ckpt"):
+        main(["sample", "--ckpt", str(bad), "--num-samples", "2", "--out", str(tmp_path / "s")])
+
+
+# ---------------------------------------------------------------- sample / evaluate arguments
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_sample_zero_or_negative_number_of_samples(tiny, capsys, n):
+    assert main(["sample", "--ckpt", str(tiny["ckpt"]), "--num-samples", n]) == 2
+    assert "--num-samples must be a positive integer" in capsys.readouterr().err
+
+
+def test_evaluate_with_missing_fid_weights(tiny, tmp_path):
+    from qidbm.metrics.fid import FIDWeightsError
+
+    with pytest.raises(FIDWeightsError, match="does not exist"):
+        main(["evaluate", "--ckpt", str(tiny["ckpt"]), "--num-samples", "2", "--num-steps", "1",
+              "--fid-weights", str(tmp_path / "nope.pth"), "--ais-runs", "0", "--data-root", str(tiny["root"])])
