@@ -1,6 +1,6 @@
 """Bad input gets a clear error that says how to fix it (one injected fault per test).
 
-Other tests already cover some of these at the unit level (listed in docs/RELIABILITY.md):
+Other tests already cover some of these at the unit level (listed in the README's Reliability table):
 tests/data/test_data_idx.py and tests/data/test_data_modules.py (IDX/gz files, empty roots),
 tests/metrics/test_fid.py (FID weights), tests/test_cli.py (unknown keys, adjacent quantum layers).
 Here each fault goes through the user-facing entry point (`qidbm fit|sample|evaluate`, the
