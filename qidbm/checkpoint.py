@@ -40,3 +40,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     info["global_step"] = ckpt.get("global_step")
     model.eval()
     return model, info
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write a slim copy of a ``qidbm fit`` checkpoint for sharing: the model's weights, the
+    qidbm section (model class and config, data info) and the hyperparameters, without the
+    optimizer state, persistent chains and loop state (not needed by ``qidbm sample`` or
+    ``qidbm evaluate``; the slim file cannot resume training). Written atomically."""
+    from qidbm.lightning.module import check_checkpoint
+
+    ckpt = torch.load(Path(src), map_location="cpu", weights_only=True)
+    info = dict(check_checkpoint(ckpt))
+    info["chains_per_rank"] = [None]
+    info["generator_state_per_rank"] = [None]
+    slim = {
+        "state_dict": {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
+        "qidbm": info,
+        "hyper_parameters": ckpt.get("hyper_parameters", {}),
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+        "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
+    }
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(slim, tmp)
+    os.replace(tmp, dst)
+    return dst

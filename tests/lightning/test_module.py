@@ -198,3 +198,19 @@ def test_module_rejects_bad_arguments():
         BoltzmannModule(RBM(3, 2), cd_steps=0)
     with pytest.raises(ValueError, match="negative_start"):
         BoltzmannModule(RBM(3, 2), negative_start="random")
+
+
+def test_exported_checkpoint_samples_without_data(tmp_path):
+    from qidbm import load_checkpoint
+    from qidbm.checkpoint import export_checkpoint
+    from qidbm.sampling import SamplingSpec, draw_samples
+
+    _, last = _fit_with_checkpoints(tmp_path, 1, name="x")
+    slim = export_checkpoint(last, tmp_path / "slim.ckpt")
+    assert slim.stat().st_size < last.stat().st_size
+    m1, _ = load_checkpoint(last)
+    m2, info = load_checkpoint(slim)
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+    x = draw_samples(m2, 5, SamplingSpec(num_steps=3), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, 4)
