@@ -168,31 +168,40 @@ def main(argv: list[str] | None = None) -> int:
             futs = {r["name"]: pool.submit(run, fit_command(r, out_dir, epochs, a), out_dir / r["name"] / "fit.log")
                     for r in rows}
             fits = {k: f.result() for k, f in futs.items()}
-    for r in rows:
+    def evaluate_command(r: dict) -> list[str]:
+        run_dir = out_dir / r["name"]
+        ev = ["qidbm", "evaluate", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--num-samples", str(fid_n),
+              "--num-steps", str(a.sample_steps), "--quantum-step", a.quantum_step, "--ais-runs", str(a.ais_runs),
+              "--ais-betas", str(a.ais_betas), "--ais-test-examples", "2000", "--json", str(run_dir / "evaluate.json"),
+              "--save-samples", str(run_dir / "samples"), "--device", a.device]
+        return ev + (["--fid-weights", a.fid_weights] if a.fid_weights else [])
+
+    def fit_and_evaluate(r: dict) -> dict:
         run_dir = out_dir / r["name"]
         fit = fit_command(r, out_dir, epochs, a)
         if a.skip_fit:  # the fit's duration from its files: config written at start, log closed at the end
             t_fit = (run_dir / "fit.log").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
         else:
             t_fit = fits[r["name"]] if r["name"] in fits else run(fit, run_dir / "fit.log")
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        ev_json = run_dir / "evaluate.json"
-        ev = ["qidbm", "evaluate", "--ckpt", str(ckpt), "--num-samples", str(fid_n), "--num-steps",
-              str(a.sample_steps), "--quantum-step", a.quantum_step, "--ais-runs", str(a.ais_runs),
-              "--ais-betas", str(a.ais_betas), "--ais-test-examples", "2000", "--json", str(ev_json),
-              "--save-samples", str(run_dir / "samples"), "--device", a.device]
-        if a.fid_weights:
-            ev += ["--fid-weights", a.fid_weights]
+        ev = evaluate_command(r)
         t_eval = run(ev, run_dir / "evaluate.log")
-        res = json.loads(ev_json.read_text())
-        res.update(name=r["name"], kind=r["kind"], config=r["config"], overrides=r["overrides"], size=r.get("size"), dataset=r.get("dataset"),
-                   epochs=epochs, fit_seconds=round(t_fit, 1), eval_seconds=round(t_eval, 1),
+        res = json.loads((run_dir / "evaluate.json").read_text())
+        res.update(name=r["name"], kind=r["kind"], config=r["config"], overrides=r["overrides"], size=r.get("size"),
+                   dataset=r.get("dataset"), epochs=epochs, fit_seconds=round(t_fit, 1), eval_seconds=round(t_eval, 1),
                    seconds_per_epoch=round(t_fit / epochs, 1),
                    params=n_params({"class": res["model"], "args": res["model_config"]}),
                    fit_command=shlex.join(fit), evaluate_command=shlex.join(ev))
-        results.append(res)
         print(f"{r['name']}: FID {res.get('fid', float('nan')):.2f} ({t_fit:.0f} s fit, {t_eval:.0f} s evaluate)", flush=True)
-        (RESULTS / f"{tag}.json").write_text(json.dumps({"hardware": hardware(), "argv": sys.argv, "results": results}, indent=2))
+        return res
+
+    if a.jobs > 1 and (a.skip_fit or fits):  # checkpoints exist: evaluate in parallel
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(a.jobs) as pool:
+            results = list(pool.map(fit_and_evaluate, rows))
+    else:
+        results = [fit_and_evaluate(r) for r in rows]
+    (RESULTS / f"{tag}.json").write_text(json.dumps({"hardware": hardware(), "argv": sys.argv, "results": results}, indent=2))
     write_report(tag, results, a, epochs, fid_n)
     return 0
 
