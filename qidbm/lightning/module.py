@@ -182,7 +182,8 @@ class BoltzmannModule(L.LightningModule):
         elif start == "local_mode":
             state = m.local_mode(v)
         else:
-            state = [v] + [bernoulli(p, g) for p in m.mean_field(v)[1:]]
+            # the first half-sweep redraws the odd layers: a short mean field only seeds the even ones
+            state = [v] + [bernoulli(p, g) for p in m.mean_field(v, num_iters=1 if m.num_layers == 2 else 2)[1:]]
         state = self.sampler.run(m, state, self.hparams.cd_steps, generator=g)
         if start == "persistent":
             self._chains = state
