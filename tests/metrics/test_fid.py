@@ -143,7 +143,12 @@ def test_frechet_distance_equals_pytorch_fid():
         s1, s2 = _random_spd(rng, d), _random_spd(rng, d)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # its sqrtm(disp=False)
-            ref = calculate_frechet_distance(mu1, s1, mu2, s2)
+            try:
+                ref = calculate_frechet_distance(mu1, s1, mu2, s2)
+            except TypeError as e:  # SciPy >= 1.18 removed sqrtm's `disp`, which pytorch-fid 0.3 passes
+                if "disp" in str(e):
+                    pytest.skip(f"pytorch-fid 0.3 cannot run with this SciPy: {e}")
+                raise
         assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-12)
 
 
