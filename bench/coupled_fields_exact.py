@@ -42,7 +42,6 @@ def all_bits(n: int) -> torch.Tensor:
 def train_exact(model, target: torch.Tensor, V: torch.Tensor, iters: int, lr: float) -> tuple[float, float]:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     mask = target > 0
-    best = (float("inf"), float("inf"))
     for _ in range(iters):
         logp = torch.log_softmax(-model.free_energy(V), 0)
         kl = (target[mask] * (torch.log(target[mask]) - logp[mask])).sum()

@@ -21,7 +21,6 @@ import platform
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 

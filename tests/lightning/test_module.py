@@ -10,7 +10,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qidbm.models import DBM, QRBM, RBM, QiDBM
 from qidbm.lightning import BoltzmannModule
-from qidbm.quantum import qubit_log_partition
 from tests.dense import bits
 
 

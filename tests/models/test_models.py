@@ -1,7 +1,5 @@
 """Models against the independent dense oracle (tests/dense.py) and their classical twins."""
 
-import itertools
-
 import pytest
 import torch
 
@@ -55,7 +53,6 @@ def test_qrbm_free_energy_matches_dense(seed, coupled):
 def test_qrbm_conditionals_match_dense_block(seed):
     m = randomize(QRBM(3, 2).double(), seed)
     H, X = dense_hamiltonian(m)
-    nn_op = [torch.diag(X[:, 3 + j]) for j in range(2)]
     for vv in bits(3):
         rows = (X[:, :3] == vv).all(1)
         blk = H[rows][:, rows]

@@ -5,7 +5,6 @@ particle in 1D), so the VMC estimator 2(<E_L O> - <E_L><O>) must equal the deriv
 of the exact variational energy E(theta) = int Psi H Psi / int Psi^2.
 """
 
-import math
 
 import numpy as np
 import pytest

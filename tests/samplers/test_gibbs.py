@@ -107,7 +107,6 @@ def test_paper_step_is_biased_at_large_gamma():
 @pytest.mark.parametrize("kind,step", [("grbm", "gibbs"), ("grbm", "langevin"), ("qgrbm", "exact")])
 def test_gaussian_visible_samplers_chi_square(kind, step):
     """One Gaussian visible unit, 2 hidden: binned samples against the exact density exp(-F(v))."""
-    g = torch.Generator().manual_seed(3)
     m = (GRBM(1, 2) if kind == "grbm" else QGRBM(1, 2)).double()
     with torch.no_grad():
         m.weight.copy_(torch.tensor([[2.0, -1.5]], dtype=torch.float64))
