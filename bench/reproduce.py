@@ -112,7 +112,7 @@ def plan(suite: str, sizes: list[int], configs: str = "paper") -> list[dict]:
         for ds in ("mnist", "fashion_mnist"):
             for kind in ("grbm", "qgrbm"):
                 rows.append({"name": f"{ds}_{kind}", "kind": kind, "dataset": ds,
-                             "config": f"configs/paper/{ds}_{kind}.yaml", "overrides": []})
+                             "config": f"configs/{configs}/{ds}_{kind}.yaml", "overrides": []})
     elif suite == "study":
         size = sizes[0]
         q = "--model.init_args.model.init_args"
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=["binary", "grbm", "study"], default="binary")
     p.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--configs", choices=["paper", "cpu"], default="paper",
-                   help="configs/paper (the paper's recipe) or configs/cpu (the CPU-budget recipe, 784-498-498 only)")
+                   help="configs/paper (the paper's recipe) or configs/cpu (the CPU-budget recipe: batch 100, PCD, 3 epochs)")
     p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel (one torch thread each when > 1)")
     p.add_argument("--sizes", type=int, nargs="+", default=[498, 588, 686, 784])
     p.add_argument("--epochs", type=int, default=None, help="training epochs (cpu default 2, gpu 100)")

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -556,7 +557,7 @@ def profile_step(cfg: Config, batches: list[torch.Tensor], steps: int, out_txt: 
 def kernel_costs(reps: int = 20) -> list[dict[str, Any]]:
     """Median time of single float32 ops on a 600 x 500 tensor (one layer of one batch), next to the
     600x784x500 product they accompany: which elementwise kernels are vectorised in this build."""
-    import torch.nn.functional as F
+    from qidbm.quantum import softplus as quantum_softplus
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 500, generator=g) * 3
@@ -575,7 +576,7 @@ def kernel_costs(reps: int = 20) -> list[dict[str, Any]]:
         ("torch.rand (mt19937)", lambda: torch.rand(600, 500, generator=g)),
         ("rand < p, to float (qidbm bernoulli)", lambda: (torch.rand(600, 500, generator=g) < y).to(y.dtype)),
         ("torch.bernoulli(p)", lambda: torch.bernoulli(y * 0.5, generator=g)),
-        ("fast_log1p_unit (candidate)", lambda: fast_log1p_unit(y)),
+        ("qidbm.quantum.softplus (log-based, no log1p)", lambda: quantum_softplus(x)),
         ("log1p float64", lambda: torch.log1p(y.double())),
     ]
     out = []
@@ -596,75 +597,47 @@ def patched(obj: Any, name: str, value: Any):
         setattr(obj, name, old)
 
 
-# Candidate replacements for qidbm/quantum.py (proposed, not applied): the same closed forms
-# without torch.where / masked kernels and without float32 log1p, which are scalar (not
-# vectorised) CPU kernels in this torch build (each ~1-3.5 ms on a 600x500 tensor, vs ~0.04 ms
-# for an add and ~4 ms for the whole 600x784x500 matmul).
-def fast_log1p_unit(y: torch.Tensor) -> torch.Tensor:
-    """``log1p(y)`` for ``y >= 0`` from vectorised ``log``: ``log(w) - ((w - 1) - y) / w``, ``w = 1 + y``.
-
-    ``w - 1`` is exact (Sterbenz), so the second term removes the rounding error of ``w``:
-    a few ulp everywhere, and exactly ``y`` when ``1 + y`` rounds to 1."""
-    w = 1.0 + y
-    return torch.log(w) - ((w - 1.0) - y) / w
+# The closed forms as they were before the performance issue's rewrite (torch.where branches,
+# float32 log1p, recomputation in backward), kept here so that the benchmark measures the
+# applied change: `experiments()` patches these back into the core and times both.
+def legacy_softplus(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
 
 
-class _FastSoftplus(torch.autograd.Function):
-    """``softplus(x) = max(x, 0) + log1p(exp(-|x|))``; backward ``sigmoid(x)`` (one op)."""
-
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return x.clamp_min(0) + fast_log1p_unit(torch.exp(-x.abs()))
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * torch.sigmoid(x)
+def legacy_tanhc(r: torch.Tensor) -> torch.Tensor:
+    small = r.abs() < 1e-3
+    r_safe = torch.where(small, torch.ones_like(r), r)
+    r2 = r * r
+    return torch.where(small, 1.0 - r2 / 3.0 + 2.0 * r2 * r2 / 15.0, torch.tanh(r_safe) / r_safe)
 
 
-def fast_softplus(x: torch.Tensor) -> torch.Tensor:
-    return _FastSoftplus.apply(x)
-
-
-def _fast_r_pm_u(u: torch.Tensor, r: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(r + u, r - u)`` without cancellation and without torch.where: the small one is
-    ``gamma^2 / (r + |u|)``; ``lerp`` with a 0/1 weight selects exactly."""
+def _legacy_r_pm_u(u: torch.Tensor, r: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     big = r + u.abs()
-    small = gamma * gamma / big.clamp_min(torch.finfo(big.dtype).tiny)
-    pos = (u >= 0).to(u.dtype)
-    return torch.lerp(small, big, pos), torch.lerp(big, small, pos)
+    small = gamma * (gamma / torch.where(big > 0, big, torch.ones_like(big)))
+    pos = u >= 0
+    return torch.where(pos, big, small), torch.where(pos, small, big)
 
 
-def fast_qubit_prob_one(phi: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """``P(n=1) = [(r+u) + (r-u) e^{-2r}] / [2r (1 + e^{-2r})]``; ``z = 1[r = 0]`` turns 0/0 into 1/2."""
+def legacy_qubit_prob_one(phi: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     phi, gamma = torch.broadcast_tensors(phi, gamma)
     u = 0.5 * phi
     r = torch.hypot(u, gamma)
-    rpu, rmu = _fast_r_pm_u(u, r, gamma)
+    rpu, rmu = _legacy_r_pm_u(u, r, gamma)
     e = torch.exp(-2.0 * r)
-    z = (r == 0).to(r.dtype)
-    return (rpu + rmu * e + z) / (2.0 * r * (1.0 + e) + 2.0 * z)
+    zero = r == 0
+    r_safe = torch.where(zero, torch.ones_like(r), r)
+    p = (rpu + rmu * e) / (2.0 * r_safe * (1.0 + e))
+    return torch.where(zero, torch.full_like(p, 0.5), p)
 
 
-def fast_tanhc(r: torch.Tensor) -> torch.Tensor:
-    """``tanh(r)/r`` (1 at 0) with a 0/1-weight ``lerp`` to the series below 1e-3."""
-    s = (r.abs() < 1e-3).to(r.dtype)
-    r_safe = r + s  # >= 1e-3 where the division is used
-    r2 = r * r
-    return torch.lerp(torch.tanh(r_safe) / r_safe, 1.0 - r2 / 3.0 + 2.0 * r2 * r2 / 15.0, s)
-
-
-class _FastQubitLogPartition(torch.autograd.Function):
-    """``u + log 2cosh r = (r + u) + log1p(e^{-2r})``; gradients ``<n>`` and ``gamma tanhc(r)``."""
-
+class _LegacyQubitLogPartition(torch.autograd.Function):
     @staticmethod
     def forward(ctx, phi, gamma):  # type: ignore[override]
-        ctx.save_for_backward(phi, gamma)
         u = 0.5 * phi
         r = torch.hypot(u, gamma)
-        rpu, _ = _fast_r_pm_u(u, r, gamma)
-        return rpu + fast_log1p_unit(torch.exp(-2.0 * r))
+        ctx.save_for_backward(phi, gamma)
+        rpu, _ = _legacy_r_pm_u(u, r, gamma)
+        return rpu + F.softplus(-2.0 * r)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
@@ -673,36 +646,37 @@ class _FastQubitLogPartition(torch.autograd.Function):
         phi, gamma = ctx.saved_tensors
         gp = gg = None
         if ctx.needs_input_grad[0]:
-            gp = _sum_to(grad * fast_qubit_prob_one(phi, gamma), phi.shape)
+            gp = _sum_to(grad * legacy_qubit_prob_one(phi, gamma), phi.shape)
         if ctx.needs_input_grad[1]:
             r = torch.hypot(0.5 * phi, gamma)
-            gg = _sum_to(grad * gamma * fast_tanhc(r), gamma.shape)
+            gg = _sum_to(grad * gamma * legacy_tanhc(r), gamma.shape)
         return gp, gg
 
 
-def fast_qubit_log_partition(phi: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def legacy_qubit_log_partition(phi: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     phi, gamma = torch.broadcast_tensors(phi, gamma)
-    return _FastQubitLogPartition.apply(phi, gamma)
+    return _LegacyQubitLogPartition.apply(phi, gamma)
 
 
-def fast_closed_form_patches() -> list[tuple[Any, str, Any]]:
-    """(module, name, value) to route every use of the closed forms to the candidates above."""
+def legacy_closed_form_patches() -> list[tuple[Any, str, Any]]:
+    """(module, name, value) routing every use of the closed forms back to the legacy ones."""
+    import qidbm.lightning.module as lm
     import qidbm.models.base as mb
     import qidbm.samplers.gibbs as gb
     from qidbm import quantum
 
     return [
-        (quantum, "softplus", fast_softplus), (mb, "softplus", fast_softplus),
-        (quantum, "qubit_prob_one", fast_qubit_prob_one), (mb, "qubit_prob_one", fast_qubit_prob_one),
-        (gb, "qubit_prob_one", fast_qubit_prob_one),
-        (quantum, "qubit_log_partition", fast_qubit_log_partition), (mb, "qubit_log_partition", fast_qubit_log_partition),
-        (gb, "qubit_log_partition", fast_qubit_log_partition), (quantum, "tanhc", fast_tanhc),
+        (quantum, "softplus", legacy_softplus), (mb, "softplus", legacy_softplus),
+        (quantum, "qubit_prob_one", legacy_qubit_prob_one), (mb, "qubit_prob_one", legacy_qubit_prob_one),
+        (gb, "qubit_prob_one", legacy_qubit_prob_one), (lm, "qubit_prob_one", legacy_qubit_prob_one),
+        (quantum, "qubit_log_partition", legacy_qubit_log_partition), (mb, "qubit_log_partition", legacy_qubit_log_partition),
+        (gb, "qubit_log_partition", legacy_qubit_log_partition), (quantum, "tanhc", legacy_tanhc),
     ]
 
 
 def closed_form_accuracy() -> dict[str, float]:
-    """Max error of the candidates against the float64 originals, over random and extreme inputs
-    (|phi| up to 1e3, Gamma from 0 to 50, exact zeros), in float64 and float32."""
+    """Max error of the current closed forms against the legacy ones at the same dtype, over random
+    and extreme inputs (|phi| up to 1e3, Gamma from 0 to 50, exact zeros), in float64 and float32."""
     from qidbm import quantum
 
     g = torch.Generator().manual_seed(0)
@@ -711,31 +685,29 @@ def closed_form_accuracy() -> dict[str, float]:
     gam[::7] = 0.0
     out = {}
     for dt in (torch.float64, torch.float32):
-        # reference: the current implementation at the same dtype
         p, gm = phi.to(dt).requires_grad_(), gam.to(dt).requires_grad_()
         p0, g0 = phi.to(dt).requires_grad_(), gam.to(dt).requires_grad_()
         tag = str(dt).replace("torch.", "")
         with torch.no_grad():
-            ref_p = quantum.qubit_prob_one(p0, g0)
-            out[f"prob_one_abs_err_{tag}"] = float((fast_qubit_prob_one(p, gm) - ref_p).abs().max())
-        ref_l = quantum.qubit_log_partition(p0, g0)
-        lz = fast_qubit_log_partition(p, gm)
+            out[f"prob_one_abs_err_{tag}"] = float((quantum.qubit_prob_one(p, gm) - legacy_qubit_prob_one(p0, g0)).abs().max())
+        ref_l = legacy_qubit_log_partition(p0, g0)
+        lz = quantum.qubit_log_partition(p, gm)
         out[f"log_partition_rel_err_{tag}"] = float(((lz - ref_l).detach().abs() / ref_l.abs().clamp_min(1e-30)).max())
         gp, gg = torch.autograd.grad(lz.sum(), (p, gm))
         rp, rg = torch.autograd.grad(ref_l.sum(), (p0, g0))
         out[f"log_partition_grad_phi_abs_err_{tag}"] = float((gp - rp).abs().max())
         out[f"log_partition_grad_gamma_abs_err_{tag}"] = float((gg - rg).abs().max())
         x = torch.cat([torch.linspace(-80, 80, 100001), torch.tensor([0.0, -1e3, 1e3])]).to(dt)
-        ref_s = quantum.softplus(x)
-        fs = fast_softplus(x)
+        ref_s = legacy_softplus(x)
         ok = ref_s > 0
-        out[f"softplus_rel_err_{tag}"] = float(((fs - ref_s).abs()[ok] / ref_s[ok]).max())
+        out[f"softplus_rel_err_{tag}"] = float(((quantum.softplus(x) - ref_s).abs()[ok] / ref_s[ok]).max())
     return out
 
 
 def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) -> list[dict[str, Any]]:
-    """Proposed core changes, monkeypatched in this process (never written back), timed against
-    the unpatched step (baseline measured before and after; the smaller is used)."""
+    """Core changes monkeypatched in this process (never written back), timed against the unpatched
+    step (baseline measured before and after; the smaller is used). Applied changes are patched back
+    out (``applied``: the speed-up reported is the change's); candidates are patched in."""
     import qidbm.lightning.module as lm
     import qidbm.samplers.gibbs as gb
     from qidbm import quantum
@@ -756,18 +728,6 @@ def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) ->
     def fused_bernoulli(p, generator):
         return torch.bernoulli(p, generator=generator)
 
-    orig_negative = lm.BoltzmannModule.negative_phase
-
-    def negative_phase_cheap_start(self, v):
-        # CD-k: the hidden layers of the start state from ONE mean-field pass (exact for one hidden
-        # layer, where the current 10 iterations recompute the same conditional 10 times)
-        if self.hparams.negative_start != "data":
-            return orig_negative(self, v)
-        m, g = self.model, self._generator
-        mf = m.mean_field(v, num_iters=1)
-        state = [v] + [lm.bernoulli(p, g) for p in mf[1:]]
-        return self.sampler.run(m, state, self.hparams.cd_steps, generator=g)
-
     def doem_loss_separate(self, v):
         # the step before commit 391458e: two free-energy passes (x+ and x-), two backward products per weight
         pos, neg = self.positive_phase(v), self.negative_phase(v)
@@ -775,71 +735,40 @@ def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) ->
         f_neg = self.model.marginal_free_energy(neg, self.summed_layers).mean()
         return f_pos - f_neg, {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
 
-    fast = fast_closed_form_patches()
+    legacy = legacy_closed_form_patches()
+    plain_pcd = [(lm.BoltzmannModule, "_reuses_free_energy_fields", property(lambda self: False))]
     bern = [(gb, "bernoulli", fused_bernoulli), (lm, "bernoulli", fused_bernoulli)]
-    cases: list[tuple[str, str, str, list]] = [
-        ("vectorised closed forms + softplus (no where/log1p)", "QiDBM 784-498-498", "PCD-1", fast),
-        ("vectorised closed forms + softplus (no where/log1p)", "DBM 784-498-498", "PCD-1", fast),
-        ("vectorised closed forms + softplus (no where/log1p)", "QRBM 784-500", "PCD-1", fast),
-        ("vectorised closed forms + softplus (no where/log1p)", "RBM 784-500", "PCD-1", fast),
-        ("CD start: 1 mean-field pass instead of 10", "RBM 784-500", "CD-1", [(lm.BoltzmannModule, "negative_phase", negative_phase_cheap_start)]),
-        ("CD start: 1 mean-field pass instead of 10", "DBM 784-498-498", "CD-1", [(lm.BoltzmannModule, "negative_phase", negative_phase_cheap_start)]),
-        ("separate F(x+), F(x-) passes (the step before 391458e)", "RBM 784-500", "PCD-1", [(lm.BoltzmannModule, "doem_loss", doem_loss_separate)]),
-        ("separate F(x+), F(x-) passes (the step before 391458e)", "QiDBM 784-498-498", "PCD-1", [(lm.BoltzmannModule, "doem_loss", doem_loss_separate)]),
-        ("torch.bernoulli instead of rand<p + cast", "RBM 784-500", "PCD-1", bern),
-        ("vectorised closed forms + 1-pass CD start", "RBM 784-500", "CD-1",
-         fast + [(lm.BoltzmannModule, "negative_phase", negative_phase_cheap_start)]),
-        ("vectorised closed forms + 1-pass CD start", "QRBM 784-500", "CD-1",
-         fast + [(lm.BoltzmannModule, "negative_phase", negative_phase_cheap_start)]),
-    ]
+    # (label, config, mode, patches, revert): revert=True patches an applied change back out, and the
+    # reported speed-up is that of the change (patched / current time)
+    cases: list[tuple[str, str, str, list, bool]] = []
+    for cfg_name in ("QiDBM 784-498-498", "DBM 784-498-498", "QRBM 784-500", "RBM 784-500"):
+        cases.append(("closed forms without torch.where / float32 log1p (vs the legacy forms)", cfg_name, "PCD-1", legacy, True))
+    for cfg_name in ("QiDBM 784-498-498", "DBM 784-498-498", "QRBM 784-500", "RBM 784-500"):
+        cases.append(("PCD: odd layers drawn from F(x-)'s fields (vs plain sweeps)", cfg_name, "PCD-1", plain_pcd, True))
+    for cfg_name in ("QiDBM 784-498-498", "RBM 784-500"):
+        cases.append(("one F pass over [x+; x-] (vs separate passes, before 391458e)", cfg_name, "PCD-1",
+                      [(lm.BoltzmannModule, "doem_loss", doem_loss_separate)] + plain_pcd, True))
+    cases.append(("torch.bernoulli instead of rand<p + cast", "RBM 784-500", "PCD-1", bern, False))
     try:
-        compiled_prob = torch.compile(quantum.qubit_prob_one, dynamic=False)
         import qidbm.models.base as mb
 
-        cases.append(("torch.compile(qubit_prob_one) only", "QiDBM 784-498-498", "PCD-1",
-                      [(mb, "qubit_prob_one", compiled_prob), (gb, "qubit_prob_one", compiled_prob), (quantum, "qubit_prob_one", compiled_prob)]))
+        compiled_lz = torch.compile(quantum.qubit_log_partition, dynamic=False)
+        compiled_prob = torch.compile(quantum.qubit_prob_one, dynamic=False)
+        cpatch = [(mb, "qubit_log_partition", compiled_lz), (mb, "qubit_prob_one", compiled_prob), (gb, "qubit_prob_one", compiled_prob),
+                  (lm, "qubit_prob_one", compiled_prob)]
+        for cfg_name in ("QiDBM 784-498-498", "QRBM 784-500"):
+            cases.append(("torch.compile of the closed forms (inductor, CPU)", cfg_name, "PCD-1", cpatch, False))
     except Exception as e:  # pragma: no cover - inductor needs a C++ compiler
         print(f"torch.compile unavailable: {e}", file=sys.stderr)
-    if _LIBC is not None:
-        # glibc: keep freed memory (no trim) and serve every temporary from the heap, so the
-        # ~1 MB temporaries of each step stop being mmap'ed / page-faulted afresh (process-wide,
-        # cannot be undone: these cases run last). Same as MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_.
-        class _Mallopt:
-            applied = False
-
-        def _mallopt_on():
-            if not _Mallopt.applied:
-                _LIBC.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-                _LIBC.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD (32 MiB, the maximum)
-                _Mallopt.applied = True
-            return True
-
-        for cfg_name in ("QiDBM 784-498-498", "QRBM 784-500", "RBM 784-500"):
-            cases.append(("glibc mallopt: no trim, mmap threshold 32 MiB", cfg_name, "PCD-1", [("mallopt", _mallopt_on, None)]))
-        for cfg_name in ("QiDBM 784-498-498", "DBM 784-498-498", "QRBM 784-500", "RBM 784-500"):
-            cases.append(("mallopt + vectorised closed forms", cfg_name, "PCD-1", [("mallopt", _mallopt_on, None)] + fast))
-        try:
-            import qidbm.models.base as mb
-
-            cfast = torch.compile(fast_qubit_prob_one, dynamic=False)
-            cpatch = [(mb, "qubit_prob_one", cfast), (gb, "qubit_prob_one", cfast), (quantum, "qubit_prob_one", cfast)]
-            for cfg_name in ("QiDBM 784-498-498", "QRBM 784-500"):
-                cases.append(("mallopt + vectorised + torch.compile(P(n=1))", cfg_name, "PCD-1",
-                              [("mallopt", _mallopt_on, None)] + fast + cpatch))
-        except Exception as e:  # pragma: no cover
-            print(f"torch.compile unavailable: {e}", file=sys.stderr)
     out = []
     only = os.environ.get("QIDBM_BENCH_EXPERIMENTS")  # optional filter: substrings of change labels
     if only:
         cases = [c for c in cases if any(k in c[0] for k in only.split(","))]
-    for label, cfg_name, mode, patches in cases:
+    for label, cfg_name, mode, patches, revert in cases:
         base = timed(cfg_name, mode)
         with contextlib.ExitStack() as st:
             for obj, name, val in patches:
-                if obj == "mallopt":
-                    name()
-                else:
-                    st.enter_context(patched(obj, name, val))
+                st.enter_context(patched(obj, name, val))
             try:
                 new, err = timed(cfg_name, mode), None
             except Exception as e:  # report, do not abort the benchmark
@@ -847,9 +776,12 @@ def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) ->
         base2 = timed(cfg_name, mode)  # baseline again: brackets drift in machine load
         b = min(base, base2, key=lambda t: t[0])
         bc = min(base[1], base2[1])
-        out.append({"change": label, "config": cfg_name, "mode": mode, "baseline_s": b[0], "baseline_s_runs": [base[0], base2[0]],
-                    "patched_s": new[0], "speedup": b[0] / new[0] if new[0] == new[0] else None,
-                    "baseline_cpu_s": bc, "patched_cpu_s": new[1], "speedup_cpu_time": bc / new[1] if new[1] == new[1] else None,
+        ok = new[0] == new[0]
+        sp = (new[0] / b[0] if revert else b[0] / new[0]) if ok else None
+        sp_cpu = (new[1] / bc if revert else bc / new[1]) if ok else None
+        out.append({"change": label, "config": cfg_name, "mode": mode, "applied": revert, "baseline_s": b[0], "baseline_s_runs": [base[0], base2[0]],
+                    "patched_s": new[0], "speedup": sp,
+                    "baseline_cpu_s": bc, "patched_cpu_s": new[1], "speedup_cpu_time": sp_cpu,
                     "baseline_faults_per_step": b[2], "patched_faults_per_step": new[2], "error": err})
         print(f"  experiment {label:52s} {cfg_name:18s} {mode:6s} {b[0]*1e3:8.1f} -> {new[0]*1e3:8.1f} ms wall, "
               f"{bc*1e3:8.1f} -> {new[1]*1e3:8.1f} ms CPU, faults/step {b[2]:.0f} -> {new[2]:.0f}", flush=True)
@@ -953,15 +885,16 @@ def markdown(result: dict[str, Any]) -> str:
             L.append(f"| {k} | {v:+.1f} |")
         L.append("")
         if run.get("experiments"):
-            L.append("What-if measurements (monkeypatched in the benchmark process; core unchanged):\n")
-            L.append("| change | config | mode | baseline ms | patched ms | speed-up | speed-up (CPU time) |")
-            L.append("|---|---|---|---:|---:|---:|---:|")
+            L.append("Change-by-change measurements (monkeypatched in the benchmark process; `applied` changes are "
+                     "patched back out and the speed-up shown is the change's):\n")
+            L.append("| change | applied | config | mode | current ms | patched ms | speed-up | speed-up (CPU time) |")
+            L.append("|---|---|---|---|---:|---:|---:|---:|")
             for e in run["experiments"]:
-                L.append(f"| {e['change']} | {e['config']} | {e['mode']} | {e['baseline_s']*1e3:.1f} | {fmt(e['patched_s']*1e3)} | "
+                L.append(f"| {e['change']} | {'yes' if e.get('applied') else 'no'} | {e['config']} | {e['mode']} | {e['baseline_s']*1e3:.1f} | {fmt(e['patched_s']*1e3)} | "
                          f"{fmt(e['speedup'],2)}x | {fmt(e['speedup_cpu_time'],2)}x |")
             if run.get("closed_form_accuracy"):
                 L.append("")
-                L.append("Candidate closed forms vs the current ones in float64: " + ", ".join(
+                L.append("Current closed forms vs the legacy ones (max error, same dtype): " + ", ".join(
                     f"{k} {v:.1e}" for k, v in run["closed_form_accuracy"].items()))
             L.append("")
         if run.get("profile"):

@@ -36,31 +36,64 @@ __all__ = [
     "qubit_log_partition",
     "qubit_prob_one",
     "qubit_log_prob",
+    "qubit_metropolis_weight",
     "qubit_x_expectation",
     "qubit_x_prob_plus",
 ]
 
-# Below this |r| the series of tanh(r)/r is exact to float64 rounding.
-_TANHC_SERIES_CUTOFF = 1e-3
+# Every branch below is a 0/1 mask folded into arithmetic (``torch.lerp`` with a 0/1
+# weight, ``clamp_min`` for safe divisors) rather than ``torch.where``, and ``log1p`` is
+# built from ``log``: on CPU both ``where`` and float32 ``log1p`` are scalar kernels that
+# cost more than the rest of the closed form (bench/RESULTS_perf.md). Values are
+# unchanged (float64: max error 0 to 4e-16 against the previous where-based forms).
+
+
+def _log1p_unit(y: Tensor) -> Tensor:
+    """``log1p(y)`` for ``0 <= y <= 1`` as ``log(w) - ((w - 1) - y) / w``, ``w = 1 + y``.
+
+    ``w - 1`` is exact (Sterbenz), so the second term removes the rounding of ``w``:
+    a few ulp everywhere, and exactly ``y`` when ``1 + y`` rounds to 1.
+    """
+    w = 1.0 + y
+    return torch.log(w) - ((w - 1.0) - y) / w
 
 
 def tanhc(r: Tensor) -> Tensor:
-    """``tanh(r) / r`` with its value 1 at r = 0 (series ``1 - r^2/3 + 2 r^4/15``)."""
-    small = r.abs() < _TANHC_SERIES_CUTOFF
-    r_safe = torch.where(small, torch.ones_like(r), r)  # no 0/0 in either branch
-    r2 = r * r
-    return torch.where(small, 1.0 - r2 / 3.0 + 2.0 * r2 * r2 / 15.0, torch.tanh(r_safe) / r_safe)
+    """``tanh(r) / r``, even in r, with its limit 1 at r = 0.
+
+    ``tanh`` is accurate to an ulp down to the smallest normal number, so the ratio is
+    formed directly at ``|r|`` clamped to that number (where ``tanh(a) = a``).
+    """
+    a = r.abs().clamp_min(torch.finfo(r.dtype).tiny)
+    return torch.tanh(a) / a
+
+
+class _Softplus(torch.autograd.Function):
+    """``max(x, 0) + log1p(e^{-|x|})`` with the one-op backward ``sigmoid(x)``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_min(0) + _log1p_unit(torch.exp(-x.abs()))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
 
 
 def softplus(x: Tensor) -> Tensor:
-    """``log(1 + e^x)`` to full precision for every x (torch's softplus returns x above 20)."""
-    return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
+    """``log(1 + e^x)`` to full precision for every x (torch's softplus returns x above 20).
+
+    Gradient ``sigmoid(x)``.
+    """
+    return _Softplus.apply(x)
 
 
 def log_two_cosh(r: Tensor) -> Tensor:
-    """``log(2 cosh r) = |r| + softplus(-2 |r|)``, stable for any r."""
+    """``log(2 cosh r) = |r| + log1p(e^{-2|r|})``, stable for any r."""
     a = r.abs()
-    return a + F.softplus(-2.0 * a)
+    return a + _log1p_unit(torch.exp(-2.0 * a))
 
 
 def _half_field(phi: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,31 +102,53 @@ def _half_field(phi: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
     return u, torch.hypot(u, gamma)
 
 
+def _r_plus_minus_u(u: Tensor, r: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    """``(r + u, r - u)`` without cancellation: the small one is ``gamma^2 / (r + |u|)``."""
+    big = r + u.abs()
+    # gamma * (gamma / big), not gamma^2 / big: gamma^2 overflows float32 beyond |gamma| ~ 1.8e19;
+    # big = 0 only when gamma = 0, where the clamp gives 0 * (0 / tiny) = 0
+    small = gamma * (gamma / big.clamp_min(torch.finfo(big.dtype).tiny))
+    pos = (u >= 0).to(u.dtype)
+    # lerp with a 0/1 weight selects exactly (both operands are finite)
+    return torch.lerp(small, big, pos), torch.lerp(big, small, pos)
+
+
+def _prob_one_from(r: Tensor, rpu: Tensor, rmu: Tensor, e: Tensor) -> Tensor:
+    # [(r+u) + (r-u) e^{-2r}] / [2r (1 + e^{-2r})]; z = 1[r = 0] turns the 0/0 at r = 0 into 1/2
+    z = (r == 0).to(r.dtype)
+    return (rpu + rmu * e + z) / (2.0 * r * (1.0 + e) + 2.0 * z)
+
+
 class _QubitLogPartition(torch.autograd.Function):
     """log Tr exp(phi n + Gamma X) with the closed-form gradient (<n>, sign(gamma) <X>).
 
     autograd through ``sqrt(u^2 + Gamma^2)`` would produce 0/0 at phi = Gamma = 0;
-    the closed forms are finite everywhere.
+    the closed forms are finite everywhere. When gradients are needed the forward
+    pass also forms them from its own intermediates (r, r +- u, e^{-2r}), so the
+    backward pass is one multiply per input.
     """
 
     @staticmethod
     def forward(ctx, phi: Tensor, gamma: Tensor) -> Tensor:  # type: ignore[override]
         u, r = _half_field(phi, gamma)
-        ctx.save_for_backward(phi, gamma)
-        # u + log 2cosh r = (r + u) + softplus(-2r), with r + u formed without cancellation
-        rpu, _ = _r_plus_minus_u(u, r, gamma)
-        return rpu + F.softplus(-2.0 * r)
+        rpu, rmu = _r_plus_minus_u(u, r, gamma)
+        e = torch.exp(-2.0 * r)
+        # u + log 2cosh r = (r + u) + log1p(e^{-2r}), with r + u formed without cancellation
+        out = rpu + _log1p_unit(e)
+        d_phi = _prob_one_from(r, rpu, rmu, e) if ctx.needs_input_grad[0] else None
+        # d/dgamma of a function of gamma^2: gamma * tanh(r) / r  (= sign(gamma) <X>)
+        d_gamma = gamma * tanhc(r) if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(phi, gamma, d_phi, d_gamma)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        phi, gamma = ctx.saved_tensors
-        grad_phi = grad_gamma = None
-        if ctx.needs_input_grad[0]:
-            grad_phi = _sum_to(grad * qubit_prob_one(phi, gamma), phi.shape)
-        if ctx.needs_input_grad[1]:
-            _, r = _half_field(phi, gamma)
-            # d/dgamma of a function of gamma^2: gamma * tanh(r) / r  (= sign(gamma) <X>)
-            grad_gamma = _sum_to(grad * gamma * tanhc(r), gamma.shape)
+        phi, gamma, d_phi, d_gamma = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: rebuild the statistics differentiably
+            d_phi = qubit_prob_one(phi, gamma) if d_phi is not None else None
+            d_gamma = gamma * tanhc(torch.hypot(0.5 * phi, gamma)) if d_gamma is not None else None
+        grad_phi = None if d_phi is None else _sum_to(grad * d_phi, phi.shape)
+        grad_gamma = None if d_gamma is None else _sum_to(grad * d_gamma, gamma.shape)
         return grad_phi, grad_gamma
 
 
@@ -120,15 +175,6 @@ def qubit_log_partition(phi: Tensor, gamma: Tensor) -> Tensor:
     return _QubitLogPartition.apply(phi, gamma)
 
 
-def _r_plus_minus_u(u: Tensor, r: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
-    """``(r + u, r - u)`` without cancellation: the small one is ``gamma^2 / (r + |u|)``."""
-    big = r + u.abs()
-    # gamma * (gamma / big), not gamma^2 / big: gamma^2 overflows float32 beyond |gamma| ~ 1.8e19
-    small = gamma * (gamma / torch.where(big > 0, big, torch.ones_like(big)))
-    pos = u >= 0
-    return torch.where(pos, big, small), torch.where(pos, small, big)
-
-
 def qubit_prob_one(phi: Tensor, gamma: Tensor) -> Tensor:
     """``P(n = 1) = <n> = 1/2 + (u / 2r) tanh r`` for a Z-basis measurement.
 
@@ -139,11 +185,7 @@ def qubit_prob_one(phi: Tensor, gamma: Tensor) -> Tensor:
     phi, gamma = torch.broadcast_tensors(phi, gamma)
     u, r = _half_field(phi, gamma)
     rpu, rmu = _r_plus_minus_u(u, r, gamma)
-    e = torch.exp(-2.0 * r)
-    zero = r == 0
-    r_safe = torch.where(zero, torch.ones_like(r), r)
-    p = (rpu + rmu * e) / (2.0 * r_safe * (1.0 + e))
-    return torch.where(zero, torch.full_like(p, 0.5), p)
+    return _prob_one_from(r, rpu, rmu, torch.exp(-2.0 * r))
 
 
 def qubit_log_prob(n: Tensor, phi: Tensor, gamma: Tensor) -> Tensor:
@@ -166,6 +208,31 @@ def qubit_log_prob(n: Tensor, phi: Tensor, gamma: Tensor) -> Tensor:
     log_num = torch.logaddexp(torch.log(a), torch.log(b) - 2.0 * r_safe)
     lp = log_num - torch.log(2.0 * r_safe) - F.softplus(-2.0 * r_safe)
     return torch.where(zero, torch.full_like(lp, -0.6931471805599453), lp)
+
+
+def qubit_metropolis_weight(n: Tensor, phi: Tensor, gamma: Tensor) -> Tensor:
+    """``a(n) = log Tr e^{-H_1} + log P(n | phi, Gamma) - phi n`` for a Z outcome n in {0, 1}.
+
+    The per-qubit term of the exact sampler's Metropolis ratio (MODELS.md section 3). With
+    ``s = 2n - 1``, ``A = r + s u`` and ``B = r - s u`` (both formed without cancellation) the
+    terms collapse to
+
+        a(n) = B + log(A + B e^{-2r}) - log(2r)
+
+    (the ``log Tr`` and ``log P`` terms share ``log(1 + e^{-2r})``, which cancels), which is 0 at Gamma = 0 (the classical case: every proposal accepted) and finite whenever
+    P(n) > 0. At r = 0 (phi = Gamma = 0) its limit 0 is taken exactly.
+    """
+    phi, gamma, n = torch.broadcast_tensors(phi, gamma, n)
+    u, r = _half_field(phi, gamma)
+    rpu, rmu = _r_plus_minus_u(u, r, gamma)
+    w = n.to(phi.dtype)
+    a, b = torch.lerp(rmu, rpu, w), torch.lerp(rpu, rmu, w)  # n = 1: (r + u, r - u); n = 0: mirrored
+    z2 = 2.0 * (r == 0).to(r.dtype)
+    # log(A + B e^{-2r}) as a log-sum-exp of log A and log B - 2r: e^{-2r} alone underflows
+    # while P(n) is still representable (|phi| >~ 90 in float32 against the observed n)
+    la, lb = torch.log(a + z2), torch.log(b) - 2.0 * r
+    log_sum = torch.maximum(la, lb) + _log1p_unit(torch.exp(-(la - lb).abs()))
+    return b + log_sum - torch.log(2.0 * r + z2)
 
 
 def qubit_x_expectation(phi: Tensor, gamma: Tensor) -> Tensor:

@@ -187,7 +187,21 @@ class BoltzmannMachine(nn.Module):
         self._check_summed(summed)
         return self._free_energy(states, set(summed))
 
-    def _free_energy(self, states: State, s: set[int]) -> Tensor:
+    def marginal_free_energy_and_fields(
+        self, states: State, summed: Sequence[int] | None = None
+    ) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor | None]]]:
+        """:meth:`marginal_free_energy` and, for every summed layer l, the ``(phi_l, gamma_l)``
+        it traced out (gamma None for classical layers), on the same autograd graph.
+
+        ``sigmoid(phi_l)`` / ``P(n = 1 | phi_l, gamma_l)`` is then layer l's conditional given
+        ``states``: training reuses it to draw the next state of the persistent chains.
+        """
+        summed = tuple(self.default_summed_layers() if summed is None else sorted(set(summed)))
+        self._check_summed(summed)
+        fields: dict[int, tuple[Tensor, Tensor | None]] = {}
+        return self._free_energy(states, set(summed), fields), fields
+
+    def _free_energy(self, states: State, s: set[int], fields: dict | None = None) -> Tensor:
         v = states[0]
         if self.gaussian_visible:
             var = torch.exp(self.log_variance)
@@ -197,8 +211,11 @@ class BoltzmannMachine(nn.Module):
         for l in range(1, self.num_layers):
             if l in s:
                 phi = self.preactivation(l, states)
-                if l in self.quantum_layers:
-                    f = f - qubit_log_partition(phi, self.field(l, states)).sum(-1)
+                g = self.field(l, states) if l in self.quantum_layers else None
+                if fields is not None:
+                    fields[l] = (phi, g)
+                if g is not None:
+                    f = f - qubit_log_partition(phi, g).sum(-1)
                 else:
                     f = f - softplus(phi).sum(-1)
             else:

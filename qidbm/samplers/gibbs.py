@@ -12,6 +12,7 @@ with the closed-form ``P(n = 1)`` of :mod:`qidbm.quantum`. Two quantum steps:
   exactly p(x_C). n is drawn exactly given x_C; the classical layers next to a quantum
   layer are proposed from the same classical conditionals and accepted with
   ``log alpha = a(x') - a(x)``, ``a(x) = sum_q sum_j [log Tr e^{-H_qj} + log P(n_qj | x) - phi_qj(x) n_qj]``
+  (:func:`qidbm.quantum.qubit_metropolis_weight`)
   (every other term of ``log pi - log q`` cancels). At Gamma = 0, ``a`` is constant
   and every proposal is accepted: classical block Gibbs.
 
@@ -23,13 +24,13 @@ kernel stays exact).
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import torch
 from torch import Tensor
 
 from qidbm.models.base import BoltzmannMachine, State
-from qidbm.quantum import qubit_log_partition, qubit_log_prob, qubit_prob_one
+from qidbm.quantum import qubit_metropolis_weight, qubit_prob_one
 
 QuantumStep = Literal["paper", "exact"]
 VisibleStep = Literal["gibbs", "langevin"]
@@ -117,6 +118,30 @@ class GibbsSampler:
             self._sweep(model, state, clamped, generator, cache)
         return state
 
+    @torch.no_grad()
+    def run_half_sweeps(
+        self,
+        model: BoltzmannMachine,
+        state: State,
+        parities: Sequence[int],
+        clamped: Iterable[int] = (),
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """Update the odd (parity 1) or even (parity 0) layers in the given order.
+
+        ``run(n)`` is ``run_half_sweeps([1, 0] * n)``. Any alternating order is a valid block
+        Gibbs chain; PCD training uses ``[0] + [1, 0] * (k - 1)`` and draws the last odd half
+        from the fields its free energy computes anyway (one product fewer per step).
+        """
+        state = list(state)
+        clamped = frozenset(clamped)
+        cache: dict[int, tuple[Tensor, Tensor]] = {}
+        for parity in parities:
+            if parity not in (0, 1):
+                raise ValueError(f"parities must be 0 (even layers) or 1 (odd layers), got {parity!r}")
+            self._half_sweep(model, state, parity, clamped, generator, cache)
+        return state
+
     def sweep(
         self,
         model: BoltzmannMachine,
@@ -128,30 +153,32 @@ class GibbsSampler:
         return self.run(model, state, 1, clamped, generator)
 
     def _sweep(self, model, state: State, clamped, generator, cache) -> None:
-        L = model.num_layers
-        Q = set(model.quantum_layers)
         for parity in (1, 0):
-            block = [l for l in range(parity, L, 2) if l not in clamped]
-            if not block:
-                continue
-            exact = self.quantum_step == "exact"
-            mh = [l for l in block if l not in Q and ((l - 1) in Q or (l + 1) in Q)] if exact else []
-            # layers of one block are conditionally independent: draw them in index order
-            for l in block:
-                if l in Q:
-                    # In the exact step the cached field of q is always current: q's neighbours
-                    # only move through the Metropolis block, which updates the cache.
-                    if exact and l in cache:
-                        phi, g = cache[l]
-                    else:
-                        phi, g = model.preactivation(l, state), model.field(l, state)
-                        if exact:
-                            cache[l] = (phi, g)
-                    state[l] = bernoulli(qubit_prob_one(phi, g), generator)
-                elif l not in mh:
-                    state[l] = self._draw_classical(model, l, state, generator)
-            if mh:
-                self._metropolis_block(model, state, mh, Q, generator, cache)
+            self._half_sweep(model, state, parity, clamped, generator, cache)
+
+    def _half_sweep(self, model, state: State, parity: int, clamped, generator, cache) -> None:
+        Q = set(model.quantum_layers)
+        block = [l for l in range(parity, model.num_layers, 2) if l not in clamped]
+        if not block:
+            return
+        exact = self.quantum_step == "exact"
+        mh = [l for l in block if l not in Q and ((l - 1) in Q or (l + 1) in Q)] if exact else []
+        # layers of one block are conditionally independent: draw them in index order
+        for l in block:
+            if l in Q:
+                # In the exact step the cached field of q is always current: q's neighbours
+                # only move through the Metropolis block, which updates the cache.
+                if exact and l in cache:
+                    phi, g = cache[l]
+                else:
+                    phi, g = model.preactivation(l, state), model.field(l, state)
+                    if exact:
+                        cache[l] = (phi, g)
+                state[l] = bernoulli(qubit_prob_one(phi, g), generator)
+            elif l not in mh:
+                state[l] = self._draw_classical(model, l, state, generator)
+        if mh:
+            self._metropolis_block(model, state, mh, Q, generator, cache)
 
     def _draw_classical(self, model, l: int, state: State, generator) -> Tensor:
         if l == 0 and model.gaussian_visible:
@@ -201,15 +228,17 @@ class GibbsSampler:
             phi0, g0 = cache[q]
             phi1, g1 = model.preactivation(q, proposed), model.field(q, proposed)
             new_cache[q] = (phi1, g1)
-            a1 = qubit_log_partition(phi1, g1) + qubit_log_prob(n, phi1, g1) - phi1 * n
-            a0 = qubit_log_partition(phi0, g0) + qubit_log_prob(n, phi0, g0) - phi0 * n
+            a1 = qubit_metropolis_weight(n, phi1, g1)
+            a0 = qubit_metropolis_weight(n, phi0, g0)
             log_alpha = log_alpha + (a1 - a0).sum(-1)
         ref = state[mh[0]]
         u = torch.rand(ref.shape[0], generator=generator, device=ref.device, dtype=ref.dtype)
         accept = torch.log(u) < log_alpha
-        a = accept[:, None]
+        # per-chain selection by lerp with a 0/1 weight (exact; a vectorised kernel, unlike where)
+        a = accept[:, None].to(ref.dtype)
         for l in mh:
-            state[l] = torch.where(a, new[l], old[l])
+            state[l] = torch.lerp(old[l], new[l], a)
         for q in qs:
-            cache[q] = (torch.where(a, new_cache[q][0], cache[q][0]), torch.where(a, new_cache[q][1], cache[q][1]))
+            (p0, f0), (p1, f1) = cache[q], new_cache[q]
+            cache[q] = (torch.lerp(p0, p1, a), f0 if f0.shape != p0.shape else torch.lerp(f0, f1, a))
         self._record(qs, accept)
