@@ -87,6 +87,9 @@ def fit_command(r: dict, out_dir: Path, epochs: int, a) -> list[str]:
     for opt, val in (("lr", a.lr), ("momentum", a.momentum), ("negative_start", a.negative_start)):
         if val is not None:
             fit += [f"--model.init_args.{opt}", str(val)]
+    for kv in a.set:
+        key, _, val = kv.partition("=")
+        fit += [f"--model.init_args.{key}", val]
     if a.limit_train_batches is not None:
         fit += ["--trainer.limit_train_batches", str(a.limit_train_batches)]
     if a.device != "cpu":
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="override the configs' learning rate (all runs alike)")
     p.add_argument("--momentum", type=float, default=None, help="override the SGD momentum (all runs alike)")
     p.add_argument("--negative-start", default=None, help="override negative_start (all runs alike)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any BoltzmannModule argument for all runs alike, e.g. persistent_update=sweep")
     p.add_argument("--skip-fit", action="store_true", help="evaluate the checkpoints of an earlier run of the same suite")
     p.add_argument("--tag", default="", help="suffix of the results files")
     p.add_argument("--device", default="cpu")

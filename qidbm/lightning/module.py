@@ -55,6 +55,14 @@ class BoltzmannModule(L.LightningModule):
             of a new fit (logit of the mean for binary units, mean and variance for Gaussian).
         chain_seed: seed of this module's sampling generator (default: torch's initial seed); rank r
             of a DDP job uses ``seed + r`` so chains differ across ranks.
+        persistent_update: how PCD advances its chains each step. ``"sweep"``: ``cd_steps`` full
+            sweeps, odd layers first (Tieleman's order). ``"fused"``: even layers first, and the
+            last odd half-sweep is drawn from the fields that the loss's free energy of the
+            negative rows computes anyway (scikit-learn's BernoulliRBM order: one product fewer
+            per step; it applies when the summed layers are exactly the odd layers and the
+            quantum step is the paper's). Both are valid PCD, but the chain's odd layers then lag
+            the parameters by one update, which measurably changes the training dynamics at large
+            learning rates (see bench/RESULTS.md), so it is opt-in.
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class BoltzmannModule(L.LightningModule):
         weight_decay: float = 0.0,
         init_visible_bias: bool = True,
         chain_seed: int | None = None,
+        persistent_update: Literal["sweep", "fused"] = "sweep",
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -82,6 +91,8 @@ class BoltzmannModule(L.LightningModule):
             raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
         if negative_start not in ("data", "persistent", "local_mode", "noise"):
             raise ValueError(f"negative_start must be one of data, persistent, local_mode, noise; got {negative_start!r}")
+        if persistent_update not in ("sweep", "fused"):
+            raise ValueError(f"persistent_update must be 'sweep' or 'fused', got {persistent_update!r}")
         if positive not in ("gibbs", "mean_field"):
             raise ValueError(f"positive must be 'gibbs' or 'mean_field', got {positive!r}")
         self.save_hyperparameters(ignore=["model"])
@@ -175,15 +186,15 @@ class BoltzmannModule(L.LightningModule):
 
     @property
     def _reuses_free_energy_fields(self) -> bool:
-        """PCD whose summed layers are exactly the odd layers, with a paper (or classical) step.
-
-        Then each step updates the even layers first and draws the odd layers last from the
-        fields that the free energy of the negative rows computes anyway: the same alternating
-        block Gibbs chain at the same parameters, one hidden-layer product fewer per step.
+        """``persistent_update="fused"`` PCD whose summed layers are exactly the odd layers, with a
+        paper (or classical) quantum step: each step updates the even layers first and draws the
+        odd layers last from the fields that the free energy of the negative rows computes anyway
+        (the same alternating block Gibbs kernel, one hidden-layer product fewer per step).
         """
         m = self.model
         return (
-            self.hparams.negative_start == "persistent"
+            self.hparams.get("persistent_update", "sweep") == "fused"
+            and self.hparams.negative_start == "persistent"
             and (self.sampler.quantum_step == "paper" or not m.quantum_layers)
             and set(self.summed_layers) == set(range(1, m.num_layers, 2))
         )

@@ -238,8 +238,9 @@ def test_pcd_chains_drawn_from_free_energy_fields_have_the_right_stationary_law(
     data = torch.rand(8, 3, dtype=torch.float64).round()
     pvals, fused_counts = [], 0
     for r in range(2):
-        module = BoltzmannModule(m, negative_start="persistent", num_chains=4000, chain_seed=100 + r)
+        module = BoltzmannModule(m, negative_start="persistent", num_chains=4000, chain_seed=100 + r, persistent_update="fused")
         assert module._reuses_free_energy_fields
+        assert not BoltzmannModule(m)._reuses_free_energy_fields  # opt-in
         module.on_fit_start()
         for _ in range(40):
             module.doem_loss(data)

@@ -220,3 +220,20 @@ def test_free_energy_batch_shape_and_dtype():
         v = torch.rand(9, 6).round()
         f = m.free_energy(v)
         assert f.shape == (9,) and f.dtype == torch.float32 and torch.isfinite(f).all()
+
+
+def test_local_mode_is_a_fixed_point_of_the_block_ascent():
+    # the returned state is unchanged by one more deterministic block update (binary layers)
+    from qidbm.models import DBM, QiDBM
+
+    torch.manual_seed(0)
+    for m in (DBM([12, 8, 6]), QiDBM([12, 8, 6], [1])):
+        m = m.double()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 1.0)
+        v = torch.rand(50, 12, dtype=torch.float64).round()
+        st = m.local_mode(v, num_iters=200)
+        for parity in (1, 0):
+            for l in range(parity, m.num_layers, 2):
+                assert torch.equal((m.conditional(l, st)[0] > 0.5).double(), st[l]), l
