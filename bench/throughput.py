@@ -736,7 +736,6 @@ def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) ->
         return f_pos - f_neg, {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
 
     legacy = legacy_closed_form_patches()
-    plain_pcd = [(lm.BoltzmannModule, "_reuses_free_energy_fields", property(lambda self: False))]
     fused_pcd = [(lm.BoltzmannModule, "_reuses_free_energy_fields", property(
         lambda self: self.hparams.negative_start == "persistent"
         and (self.sampler.quantum_step == "paper" or not self.model.quantum_layers)
