@@ -670,7 +670,7 @@ def legacy_closed_form_patches() -> list[tuple[Any, str, Any]]:
         (quantum, "qubit_prob_one", legacy_qubit_prob_one), (mb, "qubit_prob_one", legacy_qubit_prob_one),
         (gb, "qubit_prob_one", legacy_qubit_prob_one), (lm, "qubit_prob_one", legacy_qubit_prob_one),
         (quantum, "qubit_log_partition", legacy_qubit_log_partition), (mb, "qubit_log_partition", legacy_qubit_log_partition),
-        (gb, "qubit_log_partition", legacy_qubit_log_partition), (quantum, "tanhc", legacy_tanhc),
+        (quantum, "tanhc", legacy_tanhc),
     ]
 
 

@@ -153,3 +153,15 @@ def test_wandb_runs_offline_without_api_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY")
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
     assert not wandb_should_be_offline()
+
+
+@pytest.mark.parametrize("name", ["dbm_mnist_binary", "qidbm_mnist_binary"])
+def test_shipped_checkpoints_sample_without_data(name, tmp_path, monkeypatch):
+    # the README promises `qidbm sample --ckpt checkpoints/...` straight after install: no data, no network
+    from pathlib import Path
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / f"{name}.ckpt"
+    monkeypatch.setenv("QIDBM_DATA_DIR", str(tmp_path / "no-data-here"))
+    assert main(["sample", "--ckpt", str(ckpt), "--num-samples", "4", "--num-steps", "3", "--out", str(tmp_path / "s")]) == 0
+    arr = np.load(tmp_path / "s" / "samples.npy")
+    assert arr.shape[0] == 4 and np.isfinite(arr).all() and (tmp_path / "s" / "samples.png").is_file()
