@@ -68,26 +68,13 @@ def tanhc(r: Tensor) -> Tensor:
     return torch.tanh(a) / a
 
 
-class _Softplus(torch.autograd.Function):
-    """``max(x, 0) + log1p(e^{-|x|})`` with the one-op backward ``sigmoid(x)``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return x.clamp_min(0) + _log1p_unit(torch.exp(-x.abs()))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad * torch.sigmoid(x)
-
-
 def softplus(x: Tensor) -> Tensor:
     """``log(1 + e^x)`` to full precision for every x (torch's softplus returns x above 20).
 
-    Gradient ``sigmoid(x)``.
+    Plain tensor operations (no custom autograd.Function), so every autograd mode and
+    torch.func transform (vmap, jvp, jacrev: the NQS local energies use them) goes through it.
     """
-    return _Softplus.apply(x)
+    return x.clamp_min(0) + _log1p_unit(torch.exp(-x.abs()))
 
 
 def log_two_cosh(r: Tensor) -> Tensor:
