@@ -35,7 +35,7 @@ Usage::
     python bench/throughput.py --quick            # CI smoke run (< ~60 s): few configs, 1 thread count
     python bench/throughput.py --threads 2        # one thread count
     python bench/throughput.py --profile          # + torch.profiler summary of a QiDBM 784-498-498 PCD-1 step
-    python bench/throughput.py --experiments      # + what-if measurements of proposed core changes
+    python bench/throughput.py --experiments      # + each performance change patched out (applied) or in (candidates)
 
 Writes ``bench/results/throughput.json`` and ``bench/results/throughput.md`` (``--quick``:
 ``throughput_quick.*``), each with the command, torch version, thread counts, machine and load.
