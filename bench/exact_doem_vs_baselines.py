@@ -2,7 +2,7 @@
 
 Data: the mixture of Bernoulli of Amin et al. / DO-EM Appendix D.2 (M = 8 modes, p = 0.9),
 used through its exact probabilities; every likelihood is exact (enumerated).
-Model: the CQ QRBM of MODELS.md section 4 (spin convention, Z fields, visible-hidden ZZ,
+Model: the CQ QRBM of docs/maths.md, 'Spin-convention map' (spin convention, Z fields, visible-hidden ZZ,
 transverse field on the hidden qubits), initial parameters uniform in [-0.1, 0.1] with the
 transverse fields at 0.5 (kept fixed by the bound-based method, as in Amin et al.).
 

@@ -1,6 +1,6 @@
 """em algorithm (Kimura, Kato and Hayashi) vs gradient descent on the sqRBM, exact likelihoods.
 
-Model: Kimura et al.'s sqRBM, i.e. the CQ QRBM of MODELS.md section 4 (Z fields, visible-hidden
+Model: Kimura et al.'s sqRBM, i.e. the CQ QRBM of docs/maths.md, 'Spin-convention map' (Z fields, visible-hidden
 ZZ couplings, trainable transverse fields on the hidden qubits), evaluated block-wise.
 Methods, at an equal budget of gradient evaluations (``outer * inner``):
 

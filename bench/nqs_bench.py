@@ -30,15 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 HO = "configs/nqs_ho2d_noninteracting.yaml"
 QD = "configs/nqs_qdot2d_rbm.yaml"
 QDJ = "configs/nqs_qdot2d_rbm_jastrow.yaml"
+IMPORTANCE = ["--model.sampler=qidbm.nqs.MetropolisHastingsSampler", "--model.sampler.time_step=0.5"]
 
 # name, config, overrides, system, ansatz, sampler, optimizer
 RUNS = [
     ("ho2d-metropolis-sr", HO, [], "N=2, d=2, omega=1, no interaction", "RBM H=4", "Metropolis", "SR + SGD"),
     (
-        "ho2d-importance-sr", HO, ["--model.sampler=importance", "--model.time_step=0.5"],
+        "ho2d-importance-sr", HO, IMPORTANCE,
         "N=2, d=2, omega=1, no interaction", "RBM H=4", "Metropolis-Hastings (drift)", "SR + SGD",
     ),
-    ("ho2d-gibbs-sr", HO, ["--model.sampler=gibbs"], "N=2, d=2, omega=1, no interaction", "RBM H=4", "Gibbs", "SR + SGD"),
+    ("ho2d-gibbs-sr", HO, ["--model.sampler=qidbm.nqs.GibbsSampler"], "N=2, d=2, omega=1, no interaction", "RBM H=4", "Gibbs", "SR + SGD"),
     (
         "ho2d-metropolis-adam", HO,
         ["--model.sr=false", "--model.optimizer=adam", "--model.lr=0.02", "--trainer.max_steps=1000"],
@@ -46,16 +47,16 @@ RUNS = [
     ),
     ("qdot2d-rbm", QD, [], "N=2, d=2, omega=1, Coulomb", "RBM H=8, s^2 trained", "Metropolis", "SR + SGD"),
     (
-        "qdot2d-rbm-course", QD, ["--model.psi_form=amplitude", "--model.train_variance=false"],
+        "qdot2d-rbm-course", QD, ["--model.wavefunction.form=amplitude", "--model.wavefunction.train_variance=false"],
         "N=2, d=2, omega=1, Coulomb", "RBM H=8, Psi = P, s = 1 fixed (course)", "Metropolis", "SR + SGD",
     ),
     ("qdot2d-rbm-jastrow", QDJ, [], "N=2, d=2, omega=1, Coulomb", "RBM H=8 x Pade-Jastrow", "Metropolis", "SR + SGD"),
     (
-        "qdot2d-gaussian-jastrow", QDJ, ["--model.gaussian_only=true"],
+        "qdot2d-gaussian-jastrow", QDJ, ["--model.wavefunction.gaussian_only=true"],
         "N=2, d=2, omega=1, Coulomb", "Gaussian x Pade-Jastrow (no hidden units: baseline)", "Metropolis", "SR + SGD",
     ),
     (
-        "qdot2d-rbm-jastrow-importance", QDJ, ["--model.sampler=importance", "--model.time_step=0.5"],
+        "qdot2d-rbm-jastrow-importance", QDJ, IMPORTANCE,
         "N=2, d=2, omega=1, Coulomb", "RBM H=8 x Pade-Jastrow", "Metropolis-Hastings (drift)", "SR + SGD",
     ),
 ]
@@ -80,13 +81,13 @@ def run_one(name, config, overrides, quick, out_root):
         shutil.rmtree(out)
     cmd = ["qidbm", "fit", "--config", config, *overrides]
     extra = [
-        f"--model.out_dir={out}",
+        f"--trainer.callbacks.out_dir={out}",  # the FinalEvaluation callback of the config
         f"--trainer.logger.init_args.save_dir={out_root / 'logs'}",
         f"--trainer.logger.init_args.name={name}",
         "--trainer.enable_progress_bar=false",
     ]
     if quick:
-        extra += ["--trainer.max_steps=20", "--model.eval_samples=64", "--model.burn_in=20"]
+        extra += ["--trainer.max_steps=20", "--trainer.callbacks.n_samples=64", "--model.burn_in=20"]
     print(f"\n=== {name}: {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd + extra, cwd=ROOT, capture_output=True, text=True)

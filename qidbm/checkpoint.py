@@ -3,11 +3,90 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 
 from qidbm.models import BoltzmannMachine, build_model
+
+__all__ = ["CheckpointError", "check_device", "export_checkpoint", "load_checkpoint", "read_checkpoint",
+           "unreadable_checkpoint_message"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (the message names the file, the cause and the fix)."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """Parse ``device`` and check that it exists on this machine; ``ValueError`` saying what to use otherwise."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"unknown device {str(device)!r} ({e}); use cpu, cuda or cuda:N") from e
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} was asked for but this machine has no usable CUDA GPU "
+                "(torch.cuda.is_available() is False); use --device cpu"
+            )
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s); use cuda:0 ... or --device cpu")
+    elif d.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} was asked for but MPS is not available here; use --device cpu")
+    return d
+
+
+def unreadable_checkpoint_message(path: str | os.PathLike, exc: BaseException) -> str:
+    """Why ``torch.load(path)`` failed with ``exc``, in words, with what to do.
+
+    Tells apart a file that is not a checkpoint at all (a text file, an image), a truncated or damaged
+    checkpoint (a zip archive whose end is missing), a checkpoint with GPU tensors on a machine without
+    one, and a complete archive that this torch cannot load.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"could not read checkpoint {p} ({e}); check the path and its permissions"
+    if size == 0:
+        return (f"could not read checkpoint {p}: the file is empty (0 bytes), so it is truncated: resume from "
+                "another checkpoint (qidbm writes checkpoints atomically, so last.ckpt is complete unless it was "
+                "copied or edited by hand)")
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        return (f"could not read checkpoint {p}: it is not a checkpoint file (a checkpoint is a zip archive written "
+                f"by torch.save; this file starts with {head[:12]!r}, {size} bytes). Pass the .ckpt file written by "
+                "`qidbm fit` (e.g. runs/<run>/checkpoints/last.ckpt)")
+    if "torch.cuda.is_available() is False" in str(exc):
+        return (f"could not read checkpoint {p}: it holds GPU (CUDA) tensors and this machine has no GPU; "
+                "load it onto the CPU (--device cpu, or map_location='cpu')")
+    if head.startswith(b"PK") and zipfile.is_zipfile(p):
+        return (f"could not read checkpoint {p} ({type(exc).__name__}: {exc}). The file is a complete archive but "
+                "this torch cannot load it: was it written by another program or a much newer torch? Pass a .ckpt "
+                "written by `qidbm fit`")
+    return (f"could not read checkpoint {p} ({type(exc).__name__}: {exc}). The file is truncated or damaged: resume "
+            "from another one (qidbm writes checkpoints atomically, so last.ckpt is complete unless it was copied "
+            "or edited by hand)")
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu",
+                    weights_only: bool = True) -> dict:
+    """``torch.load`` of a checkpoint file with clear errors: ``FileNotFoundError`` for a missing file or
+    a folder, :class:`CheckpointError` (a ``ValueError``) for anything unreadable."""
+    p = Path(path)
+    if p.is_dir():
+        raise FileNotFoundError(f"{p} is a folder, not a checkpoint; pass the .ckpt file in it (e.g. {p / 'last.ckpt'})")
+    if not p.is_file():
+        raise FileNotFoundError(f"no checkpoint at {p}; pass the path of a .ckpt written by `qidbm fit`")
+    if isinstance(map_location, (str, torch.device)):
+        check_device(map_location)
+    try:
+        return torch.load(p, map_location=map_location, weights_only=weights_only)
+    except Exception as e:  # truncated, not a torch file, foreign objects, GPU tensors without a GPU
+        raise CheckpointError(unreadable_checkpoint_message(p, e)) from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[BoltzmannMachine, dict]:
@@ -20,14 +99,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     from qidbm.lightning.module import check_checkpoint
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no checkpoint at {p}; pass the path of a .ckpt written by `qidbm fit`")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated or not a torch file
-        raise ValueError(f"could not read checkpoint {p}: {e}. Is the file complete (not cut by a killed job)?") from e
+    ckpt = read_checkpoint(p, map_location=map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{p} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{p} is a torch file but not a checkpoint written by `qidbm fit` (no 'state_dict'); "
+                              "pass the .ckpt file from the run's checkpoints folder")
     info = dict(check_checkpoint(ckpt))
     model = build_model(info["model_class"], info["model_config"])
     prefix = "model."
@@ -49,7 +124,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     ``qidbm evaluate``; the slim file cannot resume training). Written atomically."""
     from qidbm.lightning.module import check_checkpoint
 
-    ckpt = torch.load(Path(src), map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(src)
     info = dict(check_checkpoint(ckpt))
     info["chains_per_rank"] = [None]
     info["generator_state_per_rank"] = [None]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,28 +25,59 @@ def _lightning_cli(args: list[str] | None) -> None:
         """LightningCLI that installs the reliability defaults (qidbm.lightning.reliability):
         atomic checkpoint writes (AtomicCheckpointIO) unless the config names a CheckpointIO
         plugin, a numerical-fault guard (FaultGuard(), on_fault="raise") unless the config
-        lists a FaultGuard of its own (e.g. one with on_fault: restore), and MidEpochResume (a
-        resume from a mid-epoch checkpoint continues with the batch where the run was)."""
+        lists a FaultGuard of its own (e.g. one with on_fault: restore), MidEpochResume (a
+        resume from a mid-epoch checkpoint continues with the batch where the run was), RunLock
+        (one fit per run folder) and FinalCheckpoint (last.ckpt at the final step and on SIGTERM)."""
 
         def _parse_ckpt_path(self):
-            # LightningCLI reads the checkpoint's hyperparameters before any trainer exists: turn a
-            # truncated or foreign file into a clear error here too
+            # LightningCLI's own version of this reads the checkpoint's hyperparameters before any
+            # trainer exists and writes them over the config: the checkpoint's module class replaces
+            # the config's (an NQS VMCModule checkpoint given to a BoltzmannModule config would train
+            # the NQS model into this config's run folder), and the checkpoint's lr, cd_steps, ...
+            # replace the values given on the command line, silently. Here: the file must read (clear
+            # error otherwise) and come from the config's module class; a config that names its module
+            # is used as given (BoltzmannModule reports and applies what differs from the checkpoint);
+            # only a config without a model takes the checkpoint's hyperparameters, as in Lightning.
+            from qidbm.checkpoint import CheckpointError, read_checkpoint
+
+            if not self.config.get("subcommand"):
+                return
+            sub = self.config.subcommand
+            path = self.config[sub].get("ckpt_path")
+            if not path or not Path(path).is_file():
+                return  # "last", "best", "hpc" or a missing file: the trainer resolves them (and says so)
+            ckpt = read_checkpoint(path, map_location="cpu")
+            if not isinstance(ckpt, dict):
+                raise CheckpointError(f"{path} is a torch file but not a checkpoint written by `qidbm fit`; pass the "
+                                      ".ckpt file from the run's checkpoints folder")
+            hparams = dict(ckpt.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            model = self.config[sub].get("model")
+            _check_checkpoint_module(path, hparams.get("_class_path"), model)
+            if not hparams or (hasattr(model, "get") and model.get("class_path")):
+                return
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
             try:
-                super()._parse_ckpt_path()
-            except (SystemExit, KeyboardInterrupt):
+                self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
+            except SystemExit:
+                sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
                 raise
-            except Exception as e:
-                path = self.config[self.config.subcommand].get("ckpt_path")
-                raise ValueError(
-                    f"could not read checkpoint {path} ({type(e).__name__}: {e}). The file is truncated or not a "
-                    "checkpoint: resume from another one (qidbm writes checkpoints atomically, so last.ckpt is "
-                    "complete unless it was copied or edited by hand)"
-                ) from e
+
+        def before_fit(self):
+            # lock the run folders before the fit sets its loggers up (a second run's CSVLogger would
+            # delete the first run's metrics.csv there, before any callback hook)
+            from qidbm.lightning.reliability import RunLock
+
+            for cb in self.trainer.callbacks:
+                if isinstance(cb, RunLock):
+                    cb.lock_before_fit(self.trainer)
 
         def _instantiate_trainer(self, config, callbacks):
             from lightning.pytorch.plugins.io import CheckpointIO
 
-            from qidbm.lightning.reliability import AtomicCheckpointIO, FaultGuard, MidEpochResume
+            from qidbm.lightning.reliability import (AtomicCheckpointIO, FaultGuard, FinalCheckpoint, MidEpochResume,
+                                                     RunLock)
 
             plugins = config.get("plugins")
             plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -55,10 +87,17 @@ def _lightning_cli(args: list[str] | None) -> None:
             given = config.get("callbacks") or []
             given = given if isinstance(given, list) else [given]
             present = list(given) + list(callbacks)
+            if not any(isinstance(c, RunLock) for c in present):
+                # first in the list: it locks the run folders before any callback writes there
+                # (LightningCLI's SaveConfigCallback writes config.yaml at setup)
+                given = [RunLock()] + given
+            config["callbacks"] = given
             if not any(isinstance(c, FaultGuard) for c in present):
                 callbacks = list(callbacks) + [FaultGuard()]
             if not any(isinstance(c, MidEpochResume) for c in present):
                 callbacks = list(callbacks) + [MidEpochResume()]
+            if not any(isinstance(c, FinalCheckpoint) for c in present):
+                callbacks = list(callbacks) + [FinalCheckpoint()]
             return super()._instantiate_trainer(config, callbacks)
 
     QidbmCLI(
@@ -69,6 +108,113 @@ def _lightning_cli(args: list[str] | None) -> None:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+def _check_checkpoint_module(path, ckpt_class: str | None, model_config) -> None:
+    """``ValueError`` when the checkpoint at ``path`` was written by another LightningModule class than
+    the config's ``model`` (e.g. an NQS ``VMCModule`` checkpoint for a ``BoltzmannModule`` config)."""
+    want = model_config.get("class_path") if hasattr(model_config, "get") else None
+    if not ckpt_class or not want:
+        return
+    a, b = _resolve(ckpt_class), _resolve(want)
+    if (a is b) if (a is not None and b is not None) else ckpt_class.rsplit(".", 1)[-1] == want.rsplit(".", 1)[-1]:
+        return
+    raise ValueError(
+        f"checkpoint {path} was written by a {ckpt_class} run, but this config trains a {want}: a checkpoint only "
+        "resumes the kind of module that wrote it. Resume it with its own config (the config.yaml in its run folder), "
+        "or start this run without --ckpt_path"
+    )
+
+
+def _resolve(class_path: str):
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- checks before expensive work
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take (``MemAvailable``, capped by a cgroup limit), or None if unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        avail = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            free = int(limit) - used
+            avail = free if avail is None else min(avail, free)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_sample_memory(num_samples: int, n_visible: int, device, option: str = "--num-samples",
+                        copies: int = 3, bytes_per_value: int = 4) -> None:
+    """``MemoryError`` (with the numbers and the fix) when ``num_samples`` samples of ``n_visible``
+    float32 values (``copies`` live copies: the batches, their concatenation and the images) cannot fit."""
+    import torch
+
+    need = num_samples * n_visible * bytes_per_value * copies
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        have, where = free, f"free on {dev}"
+    else:
+        have, where = available_memory_bytes(), "available"
+    if have is not None and need > have:
+        fit = max(int(have // (n_visible * bytes_per_value * copies)), 0)
+        raise MemoryError(
+            f"{option} {num_samples} needs about {_gb(need)} of memory ({num_samples} samples x {n_visible} values x "
+            f"{bytes_per_value} bytes x {copies} copies) but {_gb(have)} is {where}: nothing was sampled. Draw at most "
+            f"about {fit} samples per call (several calls with different --seed give more)"
+        )
+
+
+def output_path_problem(path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written (a file to write, or a folder to create when ``folder``), or None."""
+    p = Path(path).expanduser()
+    if p.exists():
+        if folder and not p.is_dir():
+            return f"{p} is a file, not a folder"
+        if not folder and p.is_dir():
+            return f"{p} is a folder; give a file name"
+        if not os.access(p, os.W_OK):
+            return f"{p} is not writable (permission denied)"
+        return None
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        return f"cannot create {p}: {anc} is a file, not a folder"
+    if not os.access(anc, os.W_OK | os.X_OK):
+        return f"cannot create {p}: {anc} is not writable (permission denied)"
+    return None
+
+
+def check_device_arg(device: str) -> str | None:
+    """The error message for an unusable ``--device``, or None."""
+    from qidbm.checkpoint import check_device
+
+    try:
+        check_device(device)
+    except ValueError as e:
+        return f"--device: {e}"
+    return None
 
 
 def _sample_parser() -> argparse.ArgumentParser:
@@ -111,10 +257,22 @@ def cmd_sample(argv: list[str]) -> int:
     if a.num_samples < 1:
         print(f"error: --num-samples must be a positive integer, got {a.num_samples}", file=sys.stderr)
         return 2
+    out = Path(a.out)
+    # everything that can be checked before the sampling is: device, output path, memory
+    problem = check_device_arg(a.device) or output_path_problem(out, folder=out.suffix.lower() != ".png")
+    if problem:
+        print(f"error: {problem}" if problem.startswith("--") else f"error: --out {a.out}: {problem}; choose another "
+              "path (nothing was sampled)", file=sys.stderr)
+        return 2
     spec = SamplingSpec(
         num_steps=a.num_steps, start=a.start, output=a.output, quantum_step=a.quantum_step, batch_size=a.batch_size
     )
     model, info = load_checkpoint(a.ckpt, map_location=a.device)
+    try:
+        check_sample_memory(a.num_samples, model.n_visible, a.device)
+    except MemoryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     data = None
     if a.start != "noise":
         dm = _load_data(info["data_info"], a.data_root)
@@ -124,7 +282,6 @@ def cmd_sample(argv: list[str]) -> int:
     sampler = spec.sampler()
     x = draw_samples(model, a.num_samples, spec, data=data, generator=g, progress=True, sampler=sampler)
     images = visible_to_images(x, info.get("data_info"))
-    out = Path(a.out)
     if out.suffix.lower() == ".png":
         png, arr = out, out.with_suffix(".npy")
     else:
@@ -162,7 +319,17 @@ def main(argv: list[str] | None = None) -> int:
         from qidbm.evaluate import cmd_evaluate
 
         return cmd_evaluate(argv[1:])
-    _lightning_cli(None if from_sys else argv)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from qidbm.lightning.reliability import SIGTERM_EXIT_STATUS
+
+    try:
+        _lightning_cli(None if from_sys else argv)
+    except SIGTERMException:
+        # Lightning ends a fit on SIGTERM with SIGTERMException, a SystemExit whose status is 0: a
+        # scheduler would read that as a finished job. FinalCheckpoint has written last.ckpt and said so.
+        print(f"qidbm: stopped by SIGTERM; exit status {SIGTERM_EXIT_STATUS}", file=sys.stderr)
+        return SIGTERM_EXIT_STATUS
     return 0
 
 

@@ -37,10 +37,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _argument_problem(a: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments (checked before any work), or None."""
+    from qidbm.cli import check_device_arg, output_path_problem
+
+    if a.num_samples < 2 and not a.no_fid:
+        return f"--num-samples must be at least 2 for FID, got {a.num_samples}"
+    if a.ais_runs < 0 or a.ais_runs == 1:
+        return f"--ais-runs must be 0 (no AIS) or at least 2, got {a.ais_runs}"
+    if a.ais_runs and a.ais_betas < 2:
+        return f"--ais-betas must be at least 2 (intermediate distributions, e.g. 10000), got {a.ais_betas}"
+    if a.ais_runs and a.ais_test_examples < 1:
+        return (f"--ais-test-examples must be a positive number of test images for the log-likelihood (e.g. 10000; "
+                f"more than the test set uses all of it), got {a.ais_test_examples}; --ais-runs 0 skips AIS")
+    problem = check_device_arg(a.device)
+    if problem:
+        return problem
+    for option, path, folder in (("--json", a.json, False), ("--save-samples", a.save_samples, True)):
+        if path:
+            problem = output_path_problem(path, folder=folder)
+            if problem:
+                return f"{option} {path}: {problem}; choose another path (nothing was computed)"
+    return None
+
+
 def cmd_evaluate(argv: list[str]) -> int:
     import numpy as np
 
     from qidbm.checkpoint import load_checkpoint
+    from qidbm.cli import check_sample_memory
     from qidbm.data import datamodule_from_info
     from qidbm.lightning.callbacks import save_grid, visible_to_images
     from qidbm.sampling import SamplingSpec, draw_samples
@@ -48,10 +73,17 @@ def cmd_evaluate(argv: list[str]) -> int:
     a = _parser().parse_args(argv)
     if a.fid_batch_size is None:  # measured by bench/fid_speed.py: small batches are faster on CPU
         a.fid_batch_size = 200 if str(a.device).startswith("cuda") else 50
-    if a.num_samples < 2 and not a.no_fid:
-        print(f"error: --num-samples must be at least 2 for FID, got {a.num_samples}", file=sys.stderr)
+    problem = _argument_problem(a)
+    if problem:  # before the checkpoint, the sampling and AIS: a bad argument costs nothing
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     model, info = load_checkpoint(a.ckpt, map_location=a.device)
+    if not a.no_fid:
+        try:
+            check_sample_memory(a.num_samples, model.n_visible, a.device)
+        except MemoryError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     data_info = info.get("data_info")
     results: dict = {"checkpoint": str(a.ckpt), "model": info["model_class"], "model_config": info["model_config"],
                      "epoch": info.get("epoch"), "global_step": info.get("global_step")}
@@ -70,7 +102,7 @@ def cmd_evaluate(argv: list[str]) -> int:
         # (fuse_bn folds batch norms into the convolutions: the same features to ~1e-6, tested)
         acc = FIDAccumulator(a.fid_weights, batch_size=a.fid_batch_size, device=a.device, progress=True, fuse_bn=True)
     if not a.no_fid:
-        from qidbm.metrics.fid import compute_fid, frechet_distance, reference_stats
+        from qidbm.metrics import compute_fid, frechet_distance, reference_stats
 
         if dm is None:
             raise ValueError("FID needs the test set: this checkpoint has no data_info; retrain with `qidbm fit`")

@@ -1,4 +1,4 @@
-"""Closed-form statistics of one qubit in a field (MODELS.md section 1).
+"""Closed-form statistics of one qubit in a field (docs/maths.md, 'One qubit in a field').
 
 A quantum hidden unit whose classical neighbours are fixed sees
 
@@ -229,7 +229,7 @@ def qubit_log_prob(n: Tensor, phi: Tensor, gamma: Tensor) -> Tensor:
 def qubit_metropolis_weight(n: Tensor, phi: Tensor, gamma: Tensor) -> Tensor:
     """``a(n) = log Tr e^{-H_1} + log P(n | phi, Gamma) - phi n`` for a Z outcome n in {0, 1}.
 
-    The per-qubit term of the exact sampler's Metropolis ratio (MODELS.md section 3). With
+    The per-qubit term of the exact sampler's Metropolis ratio (docs/maths.md, 'Exact Metropolis-corrected step'). With
     ``s = 2n - 1``, ``A = r + s u`` and ``B = r - s u`` (both formed without cancellation) the
     terms collapse to
 

@@ -1,15 +1,18 @@
 """Drawing samples for evaluation: the options that published numbers depend on.
 
 How samples are drawn changes FID, so every option is explicit and printed next to
-every number (MODELS.md section 5):
+every number (docs/maths.md, 'FID protocol'):
 
 * ``num_steps``: block Gibbs sweeps per chain;
 * ``start``: ``"noise"`` (uniform random layers), ``"data"`` (visible layer at data
   points, hidden layers from their mean field) or ``"local_mode"`` (the local mode
   reached from data points, Taniguchi et al. 2023);
 * ``output``: ``"sample"`` (the last visible sample), ``"mean"`` (its conditional mean
-  given the last hidden state) or ``"local_mode"`` (the visible part of the local mode
-  reached from the last state);
+  given the last hidden state), ``"local_mode"`` (the visible part of the local mode
+  reached from the last visible state's mean field) or ``"local_search"`` (the visible part
+  of the local mode that zero-temperature block updates reach from the last full state, the
+  block order drawn per chain: with ``start="noise"`` and ``num_steps=0``, Taniguchi et al.'s
+  sampler, :func:`qidbm.samplers.taniguchi.local_search`);
 * ``quantum_step``: ``"paper"`` or ``"exact"`` (see :mod:`qidbm.samplers.gibbs`).
 """
 
@@ -25,7 +28,7 @@ from qidbm.models.base import BoltzmannMachine, State
 from qidbm.samplers import GibbsSampler, bernoulli
 
 Start = Literal["noise", "data", "local_mode"]
-Output = Literal["sample", "mean", "local_mode"]
+Output = Literal["sample", "mean", "local_mode", "local_search"]
 
 
 @dataclass
@@ -44,8 +47,8 @@ class SamplingSpec:
             raise ValueError(f"num_steps must be >= 0, got {self.num_steps}")
         if self.start not in ("noise", "data", "local_mode"):
             raise ValueError(f"start must be 'noise', 'data' or 'local_mode', got {self.start!r}")
-        if self.output not in ("sample", "mean", "local_mode"):
-            raise ValueError(f"output must be 'sample', 'mean' or 'local_mode', got {self.output!r}")
+        if self.output not in ("sample", "mean", "local_mode", "local_search"):
+            raise ValueError(f"output must be 'sample', 'mean', 'local_mode' or 'local_search', got {self.output!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -54,6 +57,25 @@ class SamplingSpec:
 
     def sampler(self) -> GibbsSampler:
         return GibbsSampler(quantum_step=self.quantum_step, visible_step=self.visible_step)
+
+
+def trained_sampling(hparams: dict | None) -> SamplingSpec | None:
+    """The sampling a machine was trained to produce, from its training hyperparameters, or None.
+
+    A machine trained with negative chains that start from noise (``negative_start="noise"``,
+    ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way
+    (noise, k sweeps, conditional mean). One trained by Taniguchi et al.'s estimator
+    (``negative_start="local_mode"``) is sampled their way (noise, local search, visible mode).
+    Persistent and data-started chains give no such protocol (None: use the global defaults).
+    """
+    hp = hparams or {}
+    start, step = hp.get("negative_start"), hp.get("quantum_step", "paper")
+    if start == "noise":
+        return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise", output="mean", quantum_step=step,
+                            visible_step=hp.get("visible_step", "gibbs"))
+    if start == "local_mode":
+        return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step)
+    return None
 
 
 def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None) -> State:
@@ -105,6 +127,10 @@ def draw_samples(
             out.append(state[0])
         elif spec.output == "mean":
             out.append(model.conditional(0, state)[0])
+        elif spec.output == "local_search":
+            from qidbm.samplers.taniguchi import local_search
+
+            out.append(local_search(model, state, generator=generator)[0])
         else:
             out.append(model.local_mode(state[0])[0])
     return torch.cat(out)

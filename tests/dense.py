@@ -2,7 +2,7 @@
 
 Builds H = E(x with quantum units' n) - sum_j Gamma_j(x) X_j over all units of a small
 binary-visible model as a 2^N x 2^N matrix (qubit 0 = first unit of layer 0 = leftmost
-factor) straight from the definitions of MODELS.md, with no code shared with the models.
+factor) straight from the definitions of docs/maths.md, with no code shared with the models.
 """
 
 import itertools

@@ -40,7 +40,7 @@ from .batching import IndexBatchSampler, TensorBatchDataset
 from .encodings import ENCODINGS, NORMALIZATIONS, Encoder, compute_normalization, make_info, n_visible_for, validate_info
 from .roots import DataNotFoundError, prepare_idx_root, resolve_cache_dir, resolve_data_root
 
-__all__ = ["CelebADataModule", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "datamodule_from_info"]
+__all__ = ["CelebADataModule", "CelebAImageError", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "datamodule_from_info"]
 
 Split = Literal["train", "test"]
 
@@ -279,7 +279,7 @@ class ImageDataModule(L.LightningDataModule):
     def test_images(self) -> Tensor:
         """The whole test split encoded then decoded: float32 [N, C, H, W] in [0, 1].
 
-        This is what FID compares generated images against (MODELS.md section 5): binarised
+        This is what FID compares generated images against (docs/maths.md, 'FID protocol'): binarised
         at 0.5 for ``binary``, exact 8-bit pixels for ``bitplanes``, the normalise/denormalise
         round trip (clipped) for ``continuous``.
         """
@@ -337,8 +337,13 @@ class _IDXImageDataModule(ImageDataModule):
         self._tv_root()
 
     def _load_split(self, split: Split) -> Tensor:
+        return self.labelled_split(split)[0]
+
+    def labelled_split(self, split: Literal["train", "test"]) -> tuple[Tensor, Tensor]:
+        """All images of torchvision's ``train`` (60,000) or ``test`` split with their class labels:
+        uint8 [N, 1, 28, 28] and int64 [N] (the held-out validation images are not removed)."""
         ds = self._tv_class(str(self._tv_root()), train=split == "train", download=False)
-        return ds.data.to(torch.uint8).unsqueeze(1).contiguous()
+        return ds.data.to(torch.uint8).unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
 
 
 class MNISTDataModule(_IDXImageDataModule):
@@ -372,13 +377,29 @@ CELEBA_CROP = 140
 class _CelebAFolder(torchvision.datasets.CelebA):
     """torchvision's CelebA, with the md5 check of the annotation files replaced by a
     presence check, so that re-packed copies and small test folders in the same layout load.
-    (Corrupt JPEGs still fail, in PIL, naming the file.)"""
+    A missing, truncated or corrupt JPEG raises :class:`CelebAImageError` naming the file."""
 
     def _check_integrity(self) -> bool:
         base = os.path.join(self.root, self.base_folder)
         return all(os.path.isfile(os.path.join(base, f)) for f in CELEBA_FILES) and os.path.isdir(
             os.path.join(base, "img_align_celeba")
         )
+
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL: UnidentifiedImageError (an OSError), truncated data
+            path = os.path.join(self.root, self.base_folder, "img_align_celeba", self.filename[index])
+            what = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read as an image ({type(e).__name__}: {e})"
+            raise CelebAImageError(
+                f"CelebA image {path} {what}. Restore it from the original img_align_celeba archive (or download "
+                f"CelebA again); or, to train without it, delete its line from "
+                f"{os.path.join(self.root, self.base_folder, 'list_eval_partition.txt')}"
+            ) from e
+
+
+class CelebAImageError(ValueError):
+    """A CelebA JPEG that is missing or cannot be decoded (the message names the file)."""
 
 
 def _stack_images(batch: list[tuple[Tensor, Any]]) -> Tensor:

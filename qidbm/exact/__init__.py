@@ -4,7 +4,7 @@ Small systems whose density matrices can be written down: Pauli-string Hamiltoni
 (QBM / CQ QRBM / sqRBM), Gibbs states, partial traces, relative entropies, the Petz
 recovery map, DO-EM Algorithms 1 and 2, Kimura et al.'s em algorithm, exact-gradient and
 bound-based (Amin et al.) baselines, the sqRBM closed forms of Demidik et al., and the
-small benchmark distributions. Conventions: MODELS.md section 4 (qubit 0 leftmost,
+small benchmark distributions. Conventions: docs/maths.md, 'Qubit order and Pauli strings' (qubit 0 leftmost,
 visible qubits first, basis index ``sum_k bit_k 2^(N-1-k)``).
 """
 from .baselines import (

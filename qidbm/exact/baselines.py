@@ -4,9 +4,9 @@ Exact derivative of ``exp(-H)`` (Daleckii-Krein): with ``H = U diag(l) U^H``,
 
     d exp(-H)[E] = U (F o (U^H E U)) U^H,   F_kl = (e^{-l_k} - e^{-l_l}) / (l_k - l_l),  F_kk = -e^{-l_k},
 
-the first divided difference of ``x -> e^{-x}``. (MODELS.md section 4 prints the
-off-diagonal with an extra minus sign; the divided difference above is the one that
-matches finite differences, see ``tests/exact/test_baselines.py``.) Since F is symmetric,
+the first divided difference of ``x -> e^{-x}``. (docs/maths.md, 'Derivative of
+exp(-H)'; this quotient, not its negative, is the one that matches finite differences, see
+``tests/exact/test_baselines.py``.) Since F is symmetric,
 ``Tr(A d exp(-H)[E]) = Tr(d exp(-H)[A] E)``, so the gradient of any ``Tr(A exp(-H))`` over all
 parameters costs one eigendecomposition and four matrix products.
 """

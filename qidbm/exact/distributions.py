@@ -1,7 +1,7 @@
 """Benchmark distributions on n bits: exact probabilities and seeded sampling.
 
 Probabilities are float64 vectors over the 2^n basis states, index
-``sum_k bit_k 2^(n-1-k)`` (bit 0 leftmost, MODELS.md section 4). Samples are [num, n]
+``sum_k bit_k 2^(n-1-k)`` (bit 0 leftmost, docs/maths.md, 'Qubit order and Pauli strings'). Samples are [num, n]
 float64 0/1 tensors drawn with a ``torch.Generator`` seeded from ``seed``.
 
 * :class:`MixtureOfBernoulli` (Amin et al. 2018; DO-EM Appendix D.2):

@@ -1,6 +1,6 @@
 """Parameterised Hamiltonians ``H(theta) = sum_i theta_i c_i P_i`` on n visible + m hidden qubits.
 
-Qubits 0..n-1 are visible, n..n+m-1 hidden (MODELS.md section 4). Every model here is
+Qubits 0..n-1 are visible, n..n+m-1 hidden (docs/maths.md, 'Qubit order and Pauli strings'). Every model here is
 linear in its parameters, which is what makes the DO-EM M-step concave.
 
 Constructors:
@@ -12,7 +12,7 @@ Constructors:
 * :func:`cq_qrbm_hamiltonian` - the CQ QRBM (quantum terms on hidden qubits only).
 * :func:`sqrbm_hamiltonian` - the semi-quantum RBM of Demidik et al. in *their* sign
   convention ``H = sum_i a_i Z_i + sum_{P,j} b_j^P sigma^P_{n+j} + sum_{P,i,j} w_ij^{ZP} Z_i sigma^P_{n+j}``.
-* :func:`qrbm_theta_from_rbm` - the MODELS.md section-4 map from the section-2 QRBM
+* :func:`qrbm_theta_from_rbm` - the map of docs/maths.md, 'Spin-convention map', from the QRBM of 'Models'
   (0/1 units: ``H = -a.v - b.n - v^T W n - Gamma.X``) to the spin-convention QBM.
 """
 from __future__ import annotations
@@ -419,7 +419,7 @@ def qrbm_theta_from_rbm(
     transverse_field: torch.Tensor | None = None,
     transverse_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Map the section-2 QRBM (0/1 units) to the spin-convention CQ QRBM (MODELS.md section 4).
+    """Map the QRBM (0/1 units) to the spin-convention CQ QRBM (docs/maths.md, 'Spin-convention map').
 
     With v = (1 - Z)/2 and n = (1 - Z)/2,
     ``-a.v - b.n - v^T W n - Gamma.X = -sum h^Z Z - sum Gamma X - sum J Z Z + const`` where
@@ -428,7 +428,7 @@ def qrbm_theta_from_rbm(
     of every normalised quantity. ``ham`` must come from :func:`cq_qrbm_hamiltonian` /
     :func:`qbm_hamiltonian` with ``h_z``, ``J_zz`` (and ``h_x_hidden`` when Gamma is given).
 
-    Coupled transverse fields (MODELS.md section 1), ``Gamma_j(v) = gamma_j + sum_i U_ij v_i``
+    Coupled transverse fields (docs/maths.md, 'Coupled transverse fields'), ``Gamma_j(v) = gamma_j + sum_i U_ij v_i``
     with ``U = transverse_weight``: ``-Gamma_j(v) X_j = -(gamma_j + sum_i U_ij/2) X_j - sum_i (-U_ij/2) Z_i X_j``,
     i.e. ``h_x_hidden = gamma + U.sum(0)/2`` and ``J_zx = -U/2`` (needs ``cq_qrbm_hamiltonian(..., zx=True)``).
     Only |Gamma_j(v)| enters p(v), so ``gamma = transverse_field`` may carry either sign.

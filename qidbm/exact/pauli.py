@@ -1,6 +1,6 @@
 """Pauli strings on n qubits as signed permutations, and basis-index helpers.
 
-Conventions (MODELS.md section 4): qubit 0 is the leftmost tensor factor, so the
+Conventions (docs/maths.md, 'Qubit order and Pauli strings'): qubit 0 is the leftmost tensor factor, so the
 computational basis index of a bit string is ``sum_k bit_k 2^(N-1-k)``; the
 Z-basis state |1> of a qubit means "on" (n = (I - Z)/2).
 

@@ -245,7 +245,7 @@ def diagonal_state(q: torch.Tensor) -> torch.Tensor:
 def block_exp_states(blocks: torch.Tensor):
     """``(log Tr exp(-H_v), rho_v = exp(-H_v)/Tr)`` for a batch of Hermitian blocks [V, a, a].
 
-    Real 2x2 blocks use the closed form (one qubit in a field, MODELS.md section 1):
+    Real 2x2 blocks use the closed form (docs/maths.md, 'One qubit in a field'):
     ``H = mu I + K``, ``K`` traceless with ``r = ||K||``, ``exp(-H) = e^{-mu}(cosh r I - sinh r K/r)``,
     so ``log Tr = -mu + log(2 cosh r)`` and ``rho = (I - (tanh r / r) K)/2``; larger blocks use eigh.
     """

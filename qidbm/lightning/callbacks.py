@@ -90,7 +90,7 @@ class SampleGrid(L.Callback):
         num_samples: int = 64,
         num_steps: int = 200,
         start: Literal["noise", "data", "local_mode"] = "noise",
-        output: Literal["sample", "mean", "local_mode"] = "mean",
+        output: Literal["sample", "mean", "local_mode", "local_search"] = "mean",
         quantum_step: Literal["paper", "exact"] = "paper",
         dirpath: str | None = None,
         seed: int = 0,
@@ -126,7 +126,7 @@ class SampleGrid(L.Callback):
 
 
 class FIDCallback(L.Callback):
-    """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (MODELS.md section 5).
+    """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (docs/maths.md, 'FID protocol').
 
     Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
     ``output``, ``quantum_step``) and compared with the data module's test images
@@ -146,7 +146,7 @@ class FIDCallback(L.Callback):
         num_samples: int = 1000,
         num_steps: int = 1000,
         start: Literal["noise", "data", "local_mode"] = "noise",
-        output: Literal["sample", "mean", "local_mode"] = "mean",
+        output: Literal["sample", "mean", "local_mode", "local_search"] = "mean",
         quantum_step: Literal["paper", "exact"] = "paper",
         batch_size: int = 1000,
         fid_weights: str | None = None,
@@ -189,7 +189,7 @@ class FIDCallback(L.Callback):
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         """Draw samples and return their FID against the cached test-set statistics."""
-        from qidbm.metrics.fid import frechet_distance, reference_stats
+        from qidbm.metrics import frechet_distance, reference_stats
 
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "test_images"):

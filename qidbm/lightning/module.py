@@ -1,4 +1,4 @@
-"""DO-EM under contrastive divergence as a LightningModule (MODELS.md section 3).
+"""DO-EM under contrastive divergence as a LightningModule (docs/maths.md, 'DO-EM loss and gradient').
 
 The training step is a loss whose autograd gradient is the CD estimate of the
 log-likelihood gradient with every summed-out layer (the quantum ones included)
@@ -28,7 +28,7 @@ from qidbm.quantum import qubit_prob_one
 from qidbm.samplers import GibbsSampler, bernoulli
 
 CHECKPOINT_FORMAT = 1
-NegativeStart = Literal["data", "persistent", "local_mode", "noise"]
+NegativeStart = Literal["data", "persistent", "local_mode", "data_local_mode", "noise"]
 
 
 class BoltzmannModule(L.LightningModule):
@@ -39,12 +39,21 @@ class BoltzmannModule(L.LightningModule):
         cd_steps: Gibbs sweeps of the negative chains per training step (the k of CD-k / PCD-k).
         negative_start: where negative chains start each step: ``"data"`` (CD-k), ``"persistent"``
             (PCD: chains are module state, saved in checkpoints, one set per DDP rank),
-            ``"local_mode"`` (the local mode reached from the data, Taniguchi et al. 2023)
+            ``"local_mode"`` (Taniguchi et al. 2023: uniform noise, a local mode by zero-temperature
+            block updates, one Gibbs sweep, then their Metropolis "coupling" steps; see
+            :mod:`qidbm.samplers.taniguchi`. The loss then scores full states, quantum layers traced
+            out, as their estimator does), ``"data_local_mode"`` (the local mode reached from the
+            data's mean field, then ``cd_steps`` sweeps: this package's earlier reading of theirs)
             or ``"noise"`` (fresh uniform noise, as Liao et al. 2022 do for GRBMs).
         num_chains: persistent chains (default: the batch size).
         positive: the E-step for classical hidden layers that are not summed out (DBMs):
             ``"gibbs"`` (``positive_steps`` sweeps of a chain clamped at the data, started at
-            its mean field) or ``"mean_field"`` (the mean-field fixed point itself).
+            its mean field), ``"mean_field"`` (the mean-field fixed point itself) or ``"local_mode"``
+            (Taniguchi et al.'s clamped chain: hidden noise, local search, one sweep, coupling).
+        centering, centering_rate: train in centered coordinates (:mod:`qidbm.lightning.centering`;
+            Melchior et al. 2016), offsets following the positive phase's layer means at this rate.
+        lr_decay: with the default optimizer, ``lr_t = lr / sqrt(1 + lr_decay * t)`` per optimizer step
+            (Taniguchi et al. use 1e-3); 0 keeps the rate constant.
         quantum_step: ``"paper"`` (the DO-EM paper's Z-basis step) or ``"exact"``
             (Metropolis-corrected, exact for Gamma != 0); used by every chain.
         visible_step, langevin_steps, langevin_step_size: Gaussian visibles: ``"gibbs"`` or
@@ -71,7 +80,7 @@ class BoltzmannModule(L.LightningModule):
         cd_steps: int = 1,
         negative_start: NegativeStart = "persistent",
         num_chains: int | None = None,
-        positive: Literal["gibbs", "mean_field"] = "gibbs",
+        positive: Literal["gibbs", "mean_field", "local_mode"] = "gibbs",
         positive_steps: int = 5,
         quantum_step: Literal["paper", "exact"] = "paper",
         visible_step: Literal["gibbs", "langevin"] = "gibbs",
@@ -83,18 +92,28 @@ class BoltzmannModule(L.LightningModule):
         init_visible_bias: bool = True,
         chain_seed: int | None = None,
         persistent_update: Literal["sweep", "fused"] = "sweep",
+        centering: bool = False,
+        centering_rate: float = 0.01,
+        lr_decay: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
             raise TypeError(f"model must be a qidbm BoltzmannMachine (RBM, QRBM, ...), got {type(model).__name__}")
         if cd_steps < 1:
             raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
-        if negative_start not in ("data", "persistent", "local_mode", "noise"):
-            raise ValueError(f"negative_start must be one of data, persistent, local_mode, noise; got {negative_start!r}")
+        if negative_start not in ("data", "persistent", "local_mode", "data_local_mode", "noise"):
+            raise ValueError(
+                f"negative_start must be one of data, persistent, local_mode, data_local_mode, noise; got {negative_start!r}"
+            )
         if persistent_update not in ("sweep", "fused"):
             raise ValueError(f"persistent_update must be 'sweep' or 'fused', got {persistent_update!r}")
-        if positive not in ("gibbs", "mean_field"):
-            raise ValueError(f"positive must be 'gibbs' or 'mean_field', got {positive!r}")
+        if positive not in ("gibbs", "mean_field", "local_mode"):
+            raise ValueError(f"positive must be 'gibbs', 'mean_field' or 'local_mode', got {positive!r}")
+        from qidbm.lightning.reliability import check_module_arguments
+
+        check_module_arguments(num_chains=num_chains, positive_steps=positive_steps, lr=lr, momentum=momentum,
+                               weight_decay=weight_decay, langevin_steps=langevin_steps,
+                               langevin_step_size=langevin_step_size)
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.sampler = GibbsSampler(
@@ -103,12 +122,28 @@ class BoltzmannModule(L.LightningModule):
             langevin_steps=langevin_steps,
             langevin_step_size=langevin_step_size,
         )
-        self.summed_layers = model.default_summed_layers()
+        # Taniguchi et al.'s estimator scores the chains' full states (only quantum layers, which have
+        # no classical value, are traced out); every other estimator is Rao-Blackwellised
+        self.summed_layers = (
+            tuple(model.quantum_layers) if negative_start == "local_mode" else model.default_summed_layers()
+        )
         self.data_info: dict | None = None
         self._chains: State | None = None
         self._generator: torch.Generator | None = None
         self._restored_generator_state: Tensor | None = None
         self._first_batch_checked = False
+        if centering and model.gaussian_visible:
+            raise ValueError("centering is implemented for binary visible units only; set centering: false for GRBM/QGRBM")
+        if lr_decay < 0:
+            raise ValueError(f"lr_decay must be >= 0 (0: constant learning rate), got {lr_decay}")
+        if not 0 < centering_rate <= 1:
+            raise ValueError(f"centering_rate must be in (0, 1], got {centering_rate}")
+        # centering offsets (qidbm.lightning.centering), one per layer; set at the start of a fit
+        self._offsets: list[Tensor] | None = None
+        self._batch_means: list[Tensor | None] | None = None
+        # optimizer settings of this fit, and those recorded in the checkpoint it resumes from
+        self._optimizer_settings: list | None = None
+        self._resume: dict | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -155,6 +190,10 @@ class BoltzmannModule(L.LightningModule):
             m.layer_bias(0).copy_(torch.log(p) - torch.log1p(-p))
 
     def on_fit_start(self) -> None:
+        from qidbm.lightning.reliability import optimizer_settings
+
+        # the optimizers as configured (before a checkpoint's optimizer state is restored onto them)
+        self._optimizer_settings = optimizer_settings(self.trainer.optimizers) if self._trainer is not None else None
         self._first_batch_checked = False
         seed = self.hparams.chain_seed if self.hparams.chain_seed is not None else torch.initial_seed()
         self._generator = torch.Generator(device=self.device)
@@ -164,6 +203,22 @@ class BoltzmannModule(L.LightningModule):
             self._restored_generator_state = None
         if self._chains is not None:
             self._chains = [c.to(self.device, self.dtype) for c in self._chains]
+        if self.hparams.get("centering", False):
+            from qidbm.lightning.centering import initial_offsets
+
+            if self._offsets is None:
+                bias = self.model.layer_bias(0).detach()
+                self._offsets = initial_offsets(self.model, torch.sigmoid(bias))  # the data mean after init
+            self._offsets = [o.to(self.device, self.dtype) for o in self._offsets]
+
+    def on_train_start(self) -> None:
+        # after Lightning restored the optimizer state: a resume with changed settings (lr, momentum,
+        # cd_steps, ...) applies the new values and says so (torch would silently keep the old lr)
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            from qidbm.lightning.reliability import apply_changed_settings_on_resume
+
+            apply_changed_settings_on_resume(self.trainer, resume, dict(self.hparams), self._optimizer_settings)
 
     @property
     def generator(self) -> torch.Generator | None:
@@ -179,6 +234,10 @@ class BoltzmannModule(L.LightningModule):
             return [v] + [None] * (m.num_layers - 1)
         if self.hparams.positive == "mean_field":
             return m.mean_field(v)
+        if self.hparams.positive == "local_mode":
+            from qidbm.samplers.taniguchi import taniguchi_chain
+
+            return taniguchi_chain(m, v, v.shape[0], self.sampler, self._generator)
         # a short mean-field pass only initialises the clamped chain
         mf = m.mean_field(v, num_iters=2)
         state = [v] + [bernoulli(p, self._generator) for p in mf[1:]]
@@ -218,6 +277,10 @@ class BoltzmannModule(L.LightningModule):
         elif start == "noise":
             state = m.random_state(v.shape[0], g)
         elif start == "local_mode":
+            from qidbm.samplers.taniguchi import taniguchi_chain
+
+            return taniguchi_chain(m, None, v.shape[0], self.sampler, g)
+        elif start == "data_local_mode":
             state = m.local_mode(v)
         else:
             # the first half-sweep redraws the odd layers: a short mean field only seeds the even ones
@@ -246,6 +309,8 @@ class BoltzmannModule(L.LightningModule):
                         p = qubit_prob_one(phi[n_pos:], gam[n_pos:])
                     neg[l] = bernoulli(p, self._generator)
             self._chains = neg
+        if self.hparams.get("centering", False):
+            self._batch_means = self._positive_means(pos, fields, n_pos)
         f_pos, f_neg = f[:n_pos].mean(), f[n_pos:].mean()
         loss = f_pos - f_neg
         return loss, {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
@@ -288,10 +353,43 @@ class BoltzmannModule(L.LightningModule):
         mf = self.model.mean_field(v, num_iters=1)
         return ((self.model.conditional(0, mf)[0] - v) ** 2).mean()
 
+    @torch.no_grad()
+    def _positive_means(self, pos: State, fields: dict, n_pos: int) -> list[Tensor]:
+        """Per-layer means of the positive phase (summed layers: their conditional means), for centering."""
+        means = []
+        for l in range(self.model.num_layers):
+            if l in fields:
+                phi, gam = fields[l]
+                phi = phi[:n_pos]
+                p = torch.sigmoid(phi) if gam is None else qubit_prob_one(*torch.broadcast_tensors(phi, gam[:n_pos] if gam.dim() > 1 else gam))
+                means.append(p.mean(0))
+            else:
+                means.append(pos[l].mean(0))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flat = torch.cat(means)
+            torch.distributed.all_reduce(flat)  # every rank must transform the reduced gradient alike
+            means = list((flat / torch.distributed.get_world_size()).split([m.numel() for m in means]))
+        return means
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.get("centering", False) and self._offsets is not None:
+            from qidbm.lightning.centering import centered_gradients, update_offsets
+
+            centered_gradients(self.model, self._offsets)
+            if self._batch_means is not None:
+                update_offsets(self._offsets, self._batch_means, self.hparams.centering_rate)
+                self._batch_means = None
+
     def configure_optimizers(self):
-        return torch.optim.SGD(
+        opt = torch.optim.SGD(
             self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay
         )
+        decay = float(self.hparams.get("lr_decay", 0.0))
+        if decay == 0.0:
+            return opt
+        # lr_t = lr / sqrt(1 + decay * t), t the optimizer step (Taniguchi et al.'s schedule, decay 1e-3)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (1.0 + decay * t) ** -0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -308,10 +406,23 @@ class BoltzmannModule(L.LightningModule):
             "data_info": self.data_info,
             "chains_per_rank": [c for c, _ in per_rank],
             "generator_state_per_rank": [g for _, g in per_rank],
+            "optimizer_settings": self._optimizer_settings,
+            "centering_offsets": None if self._offsets is None else [o.detach().cpu() for o in self._offsets],
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from qidbm.lightning.reliability import check_resume_matches
+
         info = check_checkpoint(checkpoint, expected_class=type(self.model).__name__)
+        # before Lightning loads the weights: other layer sizes or other data are clear errors
+        check_resume_matches(info, self.model, self.data_info)
+        # inside a fit's restore only (not BoltzmannModule.load_from_checkpoint)
+        self._resume = None if self._trainer is None else {
+            "hyper_parameters": dict(checkpoint.get("hyper_parameters") or {}),
+            "optimizer_settings": info.get("optimizer_settings"),
+            "global_step": checkpoint.get("global_step"),
+            "default_optimizer": "configure_optimizers" not in self.__dict__,  # LightningCLI's optimizer: patches it
+        }
         self.data_info = info.get("data_info")
         rank = self.global_rank if self._trainer is not None else 0
         chains, gens = info.get("chains_per_rank") or [None], info.get("generator_state_per_rank") or [None]
@@ -322,15 +433,24 @@ class BoltzmannModule(L.LightningModule):
             )
         self._chains = chains[min(rank, len(chains) - 1)]
         self._restored_generator_state = gens[min(rank, len(gens) - 1)]
+        self._offsets = info.get("centering_offsets")
 
 
 def check_checkpoint(checkpoint: dict, expected_class: str | None = None) -> dict:
     """Validate the qidbm section of a checkpoint and return it (clear errors otherwise)."""
     info = checkpoint.get("qidbm")
     if info is None:
+        module = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+        if isinstance(module, str) and module.rsplit(".", 1)[-1] != "BoltzmannModule":
+            raise ValueError(
+                f"this checkpoint was written by `qidbm fit` for a {module}, not for a Boltzmann machine "
+                "(qidbm.lightning.BoltzmannModule): `qidbm sample` and `qidbm evaluate` read Boltzmann machine "
+                f"checkpoints only, and a BoltzmannModule config cannot resume it; load it with "
+                f"{module}.load_from_checkpoint(PATH) or resume it with its own config"
+            )
         raise ValueError(
-            "this checkpoint has no 'qidbm' section: it was not written by `qidbm fit` (or predates "
-            "checkpoint format 1); retrain with this version of qidbm"
+            "this checkpoint has no 'qidbm' section: it was not written by `qidbm fit` for a Boltzmann machine "
+            "(or predates checkpoint format 1); retrain with this version of qidbm"
         )
     fmt = info.get("format_version")
     if fmt != CHECKPOINT_FORMAT:

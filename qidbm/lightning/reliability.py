@@ -14,15 +14,35 @@
   ``DataLoader`` from its first batch). ``qidbm fit`` installs it by default.
 * :func:`validate_batch_for_model` -- the cheap check the training module runs on the first batch
   of a fit: shape, dtype, finiteness and range/encoding against the model's visible units.
+* :class:`FinalCheckpoint` -- writes ``last.ckpt`` at the step where a fit stops: at its end when the
+  last periodic save was earlier (``max_steps``, ``max_time``, early stopping), and on SIGTERM (what
+  schedulers and ``timeout`` send), after which ``qidbm fit`` exits with status 143. ``qidbm fit``
+  installs it by default.
+* :class:`RunLock` -- one ``qidbm fit`` at a time per run folder (log folder, checkpoint and sample
+  folders): a second run into the same folders stops with :class:`RunFolderInUseError` before it
+  writes anything. ``qidbm fit`` installs it by default.
+* :func:`check_module_arguments`, :func:`check_resume_matches`,
+  :func:`apply_changed_settings_on_resume` -- the training module's checks of its arguments and of a
+  resume (other layer sizes or data are errors; a changed learning rate is applied and reported).
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
+import json
 import math
 import os
+import socket
+import sys
 import tempfile
+import time
 from typing import Any, Callable, Literal, Optional
+
+try:  # POSIX advisory locks (RunLock); elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 import lightning as L
 import torch
@@ -32,9 +52,16 @@ from torch import Tensor
 __all__ = [
     "AtomicCheckpointIO",
     "FaultGuard",
+    "FinalCheckpoint",
     "MidEpochResume",
     "NumericalFaultError",
+    "RunFolderInUseError",
+    "RunLock",
+    "apply_changed_settings_on_resume",
     "atomic_torch_save",
+    "check_module_arguments",
+    "check_resume_matches",
+    "optimizer_settings",
     "validate_batch_for_model",
 ]
 
@@ -79,13 +106,38 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        cause = _save_failure_cause(e)
+        if isinstance(cause, OSError):
+            # say what failed and that nothing was lost, with the OS's reason first (disk full, quota, ...)
+            raise OSError(cause.errno, f"{cause.strerror or cause} while writing checkpoint {path}; the previous "
+                          f"file there (if any) is kept unchanged. Free space (or fix the folder) and resume with "
+                          "--ckpt_path last") from cause
+        if cause is not e:
+            raise cause.with_traceback(cause.__traceback__) from None
         raise
     _fsync_dir(folder)
+
+
+def _save_failure_cause(e: BaseException) -> BaseException:
+    """The real reason a ``torch.save`` failed.
+
+    When a write inside ``torch.save`` fails (``OSError: No space left on device``, or a
+    ``KeyboardInterrupt`` from SIGINT), torch's zip writer then fails to close the archive and raises
+    its own ``RuntimeError: [enforce fail at inline_container.cc] ... unexpected pos``, which hides
+    the first error in the chained traceback. Return the first error instead.
+    """
+    seen = 0
+    while isinstance(e, RuntimeError) and e.__context__ is not None and seen < 5 and (
+        "inline_container" in str(e) or "unexpected pos" in str(e) or "PytorchStreamWriter" in str(e)
+    ):
+        e = e.__context__
+        seen += 1
+    return e
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -114,11 +166,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except FileNotFoundError:
             raise
         except Exception as e:
-            raise ValueError(
-                f"could not read checkpoint {p} ({type(e).__name__}: {e}). The file is truncated or not a "
-                "checkpoint: resume from another one (checkpoints written by qidbm are atomic, so "
-                "last.ckpt is complete unless it was copied or edited by hand)"
-            ) from e
+            from qidbm.checkpoint import CheckpointError, unreadable_checkpoint_message
+
+            if "://" in p:
+                raise CheckpointError(f"could not read checkpoint {p} ({type(e).__name__}: {e})") from e
+            raise CheckpointError(unreadable_checkpoint_message(p, e)) from e
 
 
 # --------------------------------------------------------------------------- numerical faults
@@ -483,3 +535,402 @@ def validate_batch_for_model(x: Tensor, model, data_info: dict | None = None, na
                      else "normalised or continuous data: binary units take values in [0, 1]; use encoding='binary' "
                           "or a model with Gaussian visibles (GRBM/QGRBM) with encoding='continuous'")
             raise ValueError(f"{name} has values in [{lo:g}, {hi:g}] for a model with binary visible units ({cause})")
+
+
+# --------------------------------------------------------------------------- stopping: end of fit, SIGTERM
+SIGTERM_EXIT_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+
+
+class FinalCheckpoint(L.Callback):
+    """Write ``last.ckpt`` at the step where a fit stops.
+
+    * End of fit (``on_train_end``): ``ModelCheckpoint(save_last=True, every_n_train_steps=k)`` saves
+      only every k steps, so a run that stops in between (``max_steps``, ``max_time``, early stopping)
+      would leave ``last.ckpt`` at an earlier step. This saves it at the final step, through each
+      ``ModelCheckpoint`` with ``save_last`` (nothing is written twice for the same step).
+    * SIGTERM (``on_exception`` with Lightning's ``SIGTERMException``): Lightning's signal handler
+      sets ``trainer.received_sigterm`` and its loops stop at the end of the current batch, so the
+      state is consistent; this writes ``last.ckpt`` at that step into each ``ModelCheckpoint``'s
+      folder (where ``--ckpt_path last`` looks) and prints what it wrote. ``qidbm fit`` then exits
+      with status 143, so a scheduler does not read the stop as a finished job. On SLURM, Lightning's
+      ``SLURMEnvironment(auto_requeue=True)`` still handles the requeue signal (an HPC checkpoint and
+      ``scontrol requeue``).
+
+    ``qidbm fit`` installs it by default. ``saved`` lists the files written by the last stop.
+    """
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+        self.stopped_by_sigterm_at: int | None = None
+
+    @staticmethod
+    def _model_checkpoints(trainer: L.Trainer) -> list:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        out, seen = [], set()
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None and cb.dirpath not in seen:
+                seen.add(cb.dirpath)
+                out.append(cb)
+        return out
+
+    @staticmethod
+    def _save_last(trainer: L.Trainer, cb, always: bool) -> str | None:
+        """Save ``cb``'s last checkpoint at this step (with ModelCheckpoint's own naming and
+        bookkeeping when it keeps one, else ``<dirpath>/last.ckpt`` if ``always``)."""
+        if cb.save_last is True:
+            if getattr(cb, "_last_global_step_saved", None) != trainer.global_step or not cb.last_model_path:
+                cb._save_last_checkpoint(trainer, cb._monitor_candidates(trainer))
+            return cb.last_model_path
+        if always:
+            path = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+            trainer.save_checkpoint(path)
+            return path
+        return None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.fast_dev_run or trainer.global_step == 0:
+            return
+        self.saved = [p for cb in self._model_checkpoints(trainer) if (p := self._save_last(trainer, cb, always=False))]
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        if trainer.state.fn != "fit":
+            return
+        self.stopped_by_sigterm_at = trainer.global_step
+        self.saved, failure = [], None
+        for cb in self._model_checkpoints(trainer):
+            try:
+                path = self._save_last(trainer, cb, always=True)
+            except Exception as e:  # report it, and still exit as stopped (the older last.ckpt is intact)
+                failure = f"writing the checkpoint in {cb.dirpath} failed ({type(e).__name__}: {e}); the previous one is kept"
+                continue
+            if path:
+                self.saved.append(path)
+        if trainer.is_global_zero:
+            wrote = (f"wrote {', '.join(self.saved)} at this step" if self.saved
+                     else "no checkpoint written (this run has no ModelCheckpoint)")
+            print(f"qidbm fit: received SIGTERM at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                  f"{wrote}{'; ' + failure if failure else ''}. Exiting with status {SIGTERM_EXIT_STATUS} (stopped, "
+                  "not finished): resume with --ckpt_path last", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- one fit per run folder
+class RunFolderInUseError(RuntimeError):
+    """Another ``qidbm fit`` holds the lock of a folder this run would write to."""
+
+
+class RunLock(L.Callback):
+    """One ``qidbm fit`` at a time per run folder.
+
+    Before the fit starts, global rank 0 takes an exclusive, non-blocking ``flock`` on each folder this
+    run writes to: the trainer's log folder (``config.yaml``, ``hparams.yaml``, ``metrics.csv``), the
+    folders of CSV and TensorBoard loggers, and the ``dirpath`` of every callback that has one
+    (``ModelCheckpoint``, ``SampleGrid``, ``FIDCallback``), and creates the folders. The lock file sits
+    next to the folder (``<parent>/.<folder>.qidbm-lock``) and names the holder. A second run into a
+    locked folder stops with :class:`RunFolderInUseError` naming the folder and the run holding it,
+    before it writes anything. The kernel drops the lock when the holder exits, even on SIGKILL, so a
+    killed run never leaves a stale lock. Runs whose loggers choose their version folder themselves
+    get separate folders as before (the first run's version folder exists from its start); the lock
+    catches the folders they share: a fixed checkpoint ``dirpath``, the same logger version, the same
+    ``default_root_dir`` without a logger. Not on Windows (no ``fcntl``).
+
+    ``qidbm fit`` calls :meth:`lock_before_fit` before ``trainer.fit``: a CSV logger of the second run
+    would otherwise delete the first run's ``metrics.csv`` when the fit sets its loggers up, before any
+    callback hook. Used with a plain ``Trainer``, the lock is taken at the callback's ``setup`` (all DDP
+    ranks stop together), which is after that point.
+    """
+
+    SUFFIX = ".qidbm-lock"
+
+    def __init__(self) -> None:
+        self._held: list = []
+        self._checked = False
+
+    @staticmethod
+    def run_folders(trainer: L.Trainer) -> list[str]:
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        out: list[str] = []
+
+        def add(d) -> None:
+            if not isinstance(d, (str, os.PathLike)):
+                return
+            d = os.fspath(d)
+            if d and "://" not in d:
+                d = os.path.abspath(d)
+                if d not in out:
+                    out.append(d)
+
+        add(trainer.log_dir)
+        for lg in trainer.loggers:
+            if isinstance(lg, (CSVLogger, TensorBoardLogger)):
+                add(lg.log_dir)
+        for cb in trainer.callbacks:
+            if cb is not None and not isinstance(cb, RunLock):
+                add(getattr(cb, "dirpath", None))
+        return out
+
+    def lock_path(self, folder: str) -> str:
+        parent, name = os.path.split(os.path.abspath(folder).rstrip(os.sep))
+        return os.path.join(parent, "." + name + self.SUFFIX) if name else os.path.join(folder, self.SUFFIX)
+
+    def acquire(self, folders: list[str]) -> str | None:
+        """Lock (and create) every folder; on a conflict release them all and return the error message."""
+        if fcntl is None:
+            return None
+        for d in folders:
+            path = self.lock_path(d)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                f = open(path, "a+")
+            except OSError:  # a read-only place: the run fails there anyway, with the OS's own error
+                continue
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    f.close()  # a file system without locks: go on unlocked
+                    continue
+                f.seek(0)
+                holder = f.read().strip() or "a process that did not say who it is"
+                f.close()
+                self.release()
+                return (
+                    f"another `qidbm fit` is writing to {d} (lock {path}, held by {holder}). Two runs in one folder "
+                    "would mix their metrics.csv, config.yaml, hparams.yaml and checkpoints. Wait for that run to "
+                    "finish (or stop it), or give this run its own folder: another trainer.default_root_dir, logger "
+                    "save_dir/name/version, or ModelCheckpoint dirpath"
+                )
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                    f"{' '.join(sys.argv)[:300]}\n")
+            f.flush()
+            self._held.append(f)
+            try:  # the folder exists from now on, so a run started later picks another logger version
+                os.makedirs(d, exist_ok=True)
+            except OSError:
+                pass
+        return None
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for f in held:
+            try:
+                if fcntl is not None:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            except OSError:
+                pass
+            f.close()
+
+    def lock_before_fit(self, trainer: L.Trainer) -> None:
+        """Take the locks (global rank 0) before ``trainer.fit``; call it on every rank."""
+        self._checked = True
+        if trainer.is_global_zero:
+            error = self.acquire(self.run_folders(trainer))
+            if error is not None:
+                self._checked = False
+                raise RunFolderInUseError(error)
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or self._checked:
+            return
+        folders = self.run_folders(trainer)  # on every rank: trainer.log_dir is a collective (a broadcast)
+        error = self.acquire(folders) if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            error = trainer.strategy.broadcast(error)
+        if error is not None:
+            self.release()
+            raise RunFolderInUseError(error)
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self.release()
+        self._checked = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        # Lightning calls no teardown hooks after an exception: free the folders now (in-process reruns)
+        self.release()
+        self._checked = False
+
+
+# --------------------------------------------------------------------------- module arguments and resumes
+def check_module_arguments(*, num_chains: Any, positive_steps: Any, lr: Any, momentum: Any, weight_decay: Any,
+                           langevin_steps: Any, langevin_step_size: Any) -> None:
+    """``BoltzmannModule``'s numeric arguments, checked at construction (``ValueError`` saying what to use)."""
+
+    def is_int(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    def is_num(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if num_chains is not None and not (is_int(num_chains) and num_chains >= 1):
+        raise ValueError(
+            f"num_chains must be a positive integer (the number of persistent chains, e.g. 500), or null to use "
+            f"one chain per batch row; got {num_chains!r}"
+        )
+    if not (is_int(positive_steps) and positive_steps >= 1):
+        raise ValueError(
+            f"positive_steps must be an integer >= 1 (Gibbs sweeps of the clamped chain in the E-step, e.g. 5; "
+            f"positive: mean_field uses the mean-field fixed point instead); got {positive_steps!r}"
+        )
+    if not (is_num(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number (the SGD learning rate, e.g. 0.01); got {lr!r}")
+    if not (is_num(momentum) and momentum >= 0):
+        raise ValueError(f"momentum must be a finite number >= 0 (0 for plain SGD, e.g. 0.5 or 0.9); got {momentum!r}")
+    if not (is_num(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0 (0 for none, e.g. 1e-4); got {weight_decay!r}")
+    if not (is_int(langevin_steps) and langevin_steps >= 1):
+        raise ValueError(f"langevin_steps must be an integer >= 1 (e.g. 10); got {langevin_steps!r}")
+    if not (is_num(langevin_step_size) and langevin_step_size > 0):
+        raise ValueError(f"langevin_step_size must be a positive finite number (e.g. 0.1); got {langevin_step_size!r}")
+
+
+def _plain(x: Any) -> Any:
+    """JSON-like copy (tuples become lists) so that configs compare by value."""
+    try:
+        return json.loads(json.dumps(x))
+    except (TypeError, ValueError):
+        return x
+
+
+# model settings that only set the initial values, which a resume replaces by the checkpoint's
+_INIT_ONLY_MODEL_KEYS = frozenset({"weight_std", "transverse_field_init"})
+
+
+def check_resume_matches(info: dict, model, data_info: dict | None) -> None:
+    """A checkpoint's model and data against this run's, before Lightning loads the weights.
+
+    Other layer sizes, quantum layers or field coupling: ``ValueError`` naming each difference
+    (instead of torch's ``size mismatch`` from ``load_state_dict``). Other data (data set, encoding,
+    image shape, preprocessing): ``ValueError`` too, since ``qidbm sample``/``evaluate`` read the
+    checkpoint's data info and a resume would silently train on something else. Lightning looks a data
+    module's state up by its class name, so ``ImageDataModule.load_state_dict`` never sees a checkpoint
+    of another data module class: this check does not depend on it.
+    """
+    saved, now = _plain(info.get("model_config") or {}), _plain(model.config())
+    diffs = [k for k in saved if k in now and k not in _INIT_ONLY_MODEL_KEYS and saved[k] != now[k]]
+    if diffs:
+        what = "; ".join(f"{k}: {saved[k]} in the checkpoint, {now[k]} in this run" for k in diffs)
+        raise ValueError(
+            f"this checkpoint's {info.get('model_class')} does not match this run's model ({what}). Resume with the "
+            f"checkpoint's model settings (model.init_args.model.init_args.{diffs[0]}: {saved[diffs[0]]}), or start a "
+            "new run without --ckpt_path"
+        )
+    saved_d = info.get("data_info")
+    if not saved_d or not data_info:
+        return
+    diffs = []
+    for k in ("dataset", "encoding", "image_shape", "n_visible", "preprocessing"):
+        a, b = _plain(saved_d.get(k)), _plain(data_info.get(k))
+        if a != b and not (a is None and k == "preprocessing"):
+            diffs.append(f"{k}: {a} in the checkpoint, {b} in this run")
+    kind_a = (saved_d.get("normalization") or {}).get("kind")
+    kind_b = (data_info.get("normalization") or {}).get("kind")
+    if kind_a != kind_b:
+        diffs.append(f"normalization: {kind_a} in the checkpoint, {kind_b} in this run")
+    if diffs:
+        module = (saved_d.get("datamodule") or {}).get("class_path", saved_d.get("dataset"))
+        raise ValueError(
+            f"this checkpoint was trained on other data ({'; '.join(diffs)}). Resuming would train on the new data "
+            "while the checkpoint's data info (used by `qidbm sample` and `qidbm evaluate`) keeps the old. Resume "
+            f"with the checkpoint's data settings (data: class_path {module}, encoding {saved_d.get('encoding')}), "
+            "or start a new run without --ckpt_path"
+        )
+
+
+_OPTIMIZER_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "betas", "eps", "alpha", "rho",
+                   "amsgrad", "centered", "lr_decay", "initial_accumulator_value", "maximize")
+
+
+def optimizer_settings(optimizers) -> list[list[dict[str, Any]]]:
+    """The plain settings (lr, momentum, weight_decay, betas, ...) of every parameter group."""
+    out = []
+    for opt in optimizers or []:
+        groups = []
+        for g in getattr(opt, "param_groups", []):
+            d: dict[str, Any] = {}
+            for k in _OPTIMIZER_KEYS:
+                v = g.get(k)
+                if isinstance(v, Tensor) and v.numel() == 1:
+                    v = float(v)
+                if isinstance(v, tuple):
+                    v = list(v)
+                if isinstance(v, (bool, int, float)) or (
+                        isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                    d[k] = v
+            groups.append(d)
+        out.append(groups)
+    return out
+
+
+# module settings that a resume cannot change, and why
+_RESUME_NOTES = {
+    "chain_seed": "not used: the sampling generator continues from the checkpoint's state",
+    "init_visible_bias": "not used: the parameters come from the checkpoint",
+    "num_chains": "applied: new persistent chains are drawn",
+}
+
+
+def apply_changed_settings_on_resume(trainer: L.Trainer, resume: dict, hparams: dict,
+                                     configured: list | None) -> list[str]:
+    """After Lightning restored a checkpoint's optimizer state: apply the settings this run changed.
+
+    ``torch.optim.Optimizer.load_state_dict`` restores the checkpoint's learning rate (and momentum,
+    weight decay, ...), so ``--model.init_args.lr 0.001 --ckpt_path last`` would train at the old rate
+    while ``config.yaml`` records the new one. Every optimizer setting that differs between the
+    checkpoint's configuration (``optimizer_settings``, recorded at the start of its fit) and this run's
+    is set to this run's value; a learning rate that a scheduler or ``FaultGuard`` had already scaled
+    keeps that factor (and a scheduler's ``base_lrs`` follow). Other module settings (``cd_steps``, ...)
+    are read every step and apply anyway. A warning lists every change. Returns the listed changes.
+    """
+    lines: list[str] = []
+    saved = resume.get("optimizer_settings")
+    old_hp = resume.get("hyper_parameters") or {}
+    if saved is None and resume.get("default_optimizer"):
+        # a checkpoint from before optimizer settings were recorded: the module's own SGD settings
+        saved = [[{k: old_hp[k] for k in ("lr", "momentum", "weight_decay") if k in old_hp} for _ in opt.param_groups]
+                 for opt in trainer.optimizers]
+    opts = list(trainer.optimizers)
+    if saved is not None and configured is not None and len(saved) == len(configured) == len(opts):
+        single = len(opts) == 1 and len(opts[0].param_groups) == 1
+        for i, (opt, old_groups, new_groups) in enumerate(zip(opts, saved, configured)):
+            if not (len(old_groups) == len(new_groups) == len(opt.param_groups)):
+                continue
+            for j, (group, old, new) in enumerate(zip(opt.param_groups, old_groups, new_groups)):
+                for k in [k for k in new if k in old and old[k] != new[k]]:
+                    where = "" if single else f" (optimizer {i}, group {j})"
+                    note = ""
+                    if k == "lr":
+                        restored = group["lr"]
+                        if restored == old[k] or not old[k]:
+                            group["lr"] = new[k]
+                        else:  # a scheduler or a FaultGuard restore scaled it: keep that factor
+                            group["lr"] = restored * new[k] / old[k]
+                            note = f" (the restored rate {restored:g} is scaled alike, to {group['lr']:g})"
+                        if "initial_lr" in group:
+                            group["initial_lr"] = new[k]
+                        for cfg in getattr(trainer, "lr_scheduler_configs", []) or []:
+                            sch = cfg.scheduler
+                            if getattr(sch, "optimizer", None) is opt and isinstance(getattr(sch, "base_lrs", None), list):
+                                sch.base_lrs[j] = new[k]
+                    else:
+                        group[k] = tuple(new[k]) if isinstance(group.get(k), tuple) else new[k]
+                    lines.append(f"{k}{where} {old[k]} -> {new[k]} (applied{note})")
+    for k in sorted(set(old_hp) & set(hparams)):
+        if k.startswith("_") or k in ("lr", "momentum", "weight_decay") or _plain(old_hp[k]) == _plain(hparams[k]):
+            continue  # the optimizer's settings are compared above (the CLI's optimizer: section sets them there)
+        lines.append(f"{k} {old_hp[k]!r} -> {hparams[k]!r} ({_RESUME_NOTES.get(k, 'applied')})")
+    if lines:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(
+            f"resuming from global step {resume.get('global_step')} with settings that differ from the checkpoint's: "
+            + "; ".join(lines) + ". To keep the checkpoint's value of a setting, pass that value again (in the "
+            "config or on the command line)"
+        )
+    return lines

@@ -4,7 +4,7 @@ Exact (float64 enumeration): ``log Z = logsumexp_{x_C} -F_C(x_C)`` over the clas
 layers that are not summed out analytically (the quantum ones always are). Models whose
 enumeration would exceed ``max_units`` binary units raise a clear error.
 
-AIS (Salakhutdinov and Murray 2008; MODELS.md section 5): intermediate distributions
+AIS (Salakhutdinov and Murray 2008; docs/maths.md, 'AIS'): intermediate distributions
 ``p_beta`` are models of the same family with every weight, hidden bias, transverse field
 and coupling scaled by ``beta`` and the visible biases interpolated from a base rate
 ``a_0`` to ``a``; layers in ``summed`` (the quantum ones included) are traced out exactly

@@ -1,4 +1,4 @@
-"""Boltzmann machines as plain ``torch.nn.Module``s (MODELS.md section 2)."""
+"""Boltzmann machines as plain ``torch.nn.Module``s (docs/maths.md, 'Models')."""
 
 from qidbm.models.base import BoltzmannMachine, State, check_quantum_layers
 from qidbm.models.dbm import DBM, QiDBM

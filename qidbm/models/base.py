@@ -1,4 +1,4 @@
-"""The layered Boltzmann machine every model here is a case of (MODELS.md sections 0-2).
+"""The layered Boltzmann machine every model here is a case of (docs/maths.md, 'Conventions' to 'Marginal free energy').
 
 A model is a chain of layers x_0 (visible), x_1, ..., x_L with weights W_k between
 x_k and x_{k+1} and a bias per layer. Hidden layers listed in ``quantum_layers``
@@ -34,7 +34,7 @@ def check_quantum_layers(num_layers: int, quantum_layers: Iterable[int]) -> tupl
         if l == 0:
             raise ValueError(
                 "quantum_layers contains 0, the visible layer: visible units are always classical "
-                "(MODELS.md section 0). Use hidden-layer indices 1..L."
+                "(docs/maths.md, 'Conventions'). Use hidden-layer indices 1..L."
             )
         if not 1 <= l < num_layers:
             raise ValueError(
@@ -45,7 +45,7 @@ def check_quantum_layers(num_layers: int, quantum_layers: Iterable[int]) -> tupl
         if b == a + 1:
             raise ValueError(
                 f"quantum layers {a} and {b} are adjacent: two quantum layers must be separated by a "
-                "classical layer, otherwise the model has no closed form (MODELS.md section 0). "
+                "classical layer, otherwise the model has no closed form (docs/maths.md, 'Conventions'). "
                 f"Make one of them classical, e.g. quantum_layers={[x for x in q if x != b]}."
             )
     return q
@@ -176,7 +176,7 @@ class BoltzmannMachine(nn.Module):
 
     # ------------------------------------------------------------------ energies
     def marginal_free_energy(self, states: State, summed: Sequence[int] | None = None) -> Tensor:
-        """F_C of MODELS.md section 2: the energy of the classical layers not in ``summed`` with
+        """F_C of docs/maths.md, 'Marginal free energy': the energy of the classical layers not in ``summed`` with
         the layers in ``summed`` traced out exactly (softplus for classical layers, the qubit
         closed form for quantum ones). ``p(x_C)`` is proportional to ``exp(-F_C(x_C))``.
 

@@ -1,4 +1,4 @@
-"""Deep Boltzmann machines: DBM and QiDBM (MODELS.md section 2)."""
+"""Deep Boltzmann machines: DBM and QiDBM (docs/maths.md, 'Models')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Single-hidden-layer models: RBM, QRBM, GRBM, QGRBM (MODELS.md section 2)."""
+"""Single-hidden-layer models: RBM, QRBM, GRBM, QGRBM (docs/maths.md, 'Models')."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .wavefunction import autograd_derivatives
 
-__all__ = ["HarmonicTrap", "local_energy", "taut_one_body_density"]
+__all__ = ["HarmonicTrap", "local_energy", "local_energy_samples", "taut_one_body_density"]
 
 
 class HarmonicTrap:
@@ -97,6 +97,22 @@ def local_energy(
     else:
         raise ValueError(f"method must be 'analytic' or 'autograd', got {method!r}.")
     return hamiltonian.local_energy_from_derivatives(x, grad, lap)
+
+
+def local_energy_samples(
+    hamiltonian: HarmonicTrap,
+    log_psi: Callable[[Tensor], Tensor],
+    x: Tensor,
+    method: str = "analytic",
+) -> Tensor:
+    """:func:`local_energy` of Monte Carlo samples as plain data (no autograd graph kept).
+
+    What the VMC training step and the final evaluation average: ``"analytic"`` runs under
+    ``torch.no_grad``, ``"autograd"`` with gradients enabled (``torch.func`` needs them).
+    """
+    with torch.no_grad() if method == "analytic" else torch.enable_grad():
+        e = local_energy(hamiltonian, log_psi, x, method)
+    return e.detach()
 
 
 def taut_one_body_density(r, n_theta: int = 128, n_rho: int = 2000, rho_max: float = 6.5) -> np.ndarray:

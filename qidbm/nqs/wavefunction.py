@@ -2,7 +2,7 @@
 
 The visible vector of the GRBM is the flattened particle coordinates
 ``x = (x_1, ..., x_N) in R^(N d)`` (particle ``p`` occupies ``x[p*d:(p+1)*d]``).
-The GRBM marginal is (see ``docs/MODELS.md``, section 2, and the RBM/NQS lecture)
+The GRBM marginal is (see docs/maths.md, 'Gaussian visible units', and the RBM/NQS lecture)
 
     P(x) = exp(-F(x)) / Z,
     F(x) = sum_i (x_i - mu_i)^2 / (2 s_i^2) - sum_j softplus(phi_j),

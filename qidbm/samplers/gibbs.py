@@ -1,4 +1,4 @@
-"""Block Gibbs samplers for layered (quantum) Boltzmann machines (MODELS.md section 3).
+"""Block Gibbs samplers for layered (quantum) Boltzmann machines (docs/maths.md, 'Samplers').
 
 One sweep updates the odd layers given the even ones, then the even layers given
 the odd ones, every chain in parallel. Quantum layers are drawn in the Z basis

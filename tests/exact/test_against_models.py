@@ -1,7 +1,7 @@
 """Cross-check: the foundation package's QRBM.free_energy against the dense density matrix.
 
 p(v) = softmax(-F(v)) over all v must equal diag(Tr_H exp(-H)/Z) of the spin-convention
-Hamiltonian obtained with the MODELS.md section-4 map, to 1e-10.
+Hamiltonian obtained with the map of docs/maths.md, 'Spin-convention map', to 1e-10.
 """
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Pauli strings, qubit order, Hamiltonian assembly, CQ blocks and the MODELS.md section-4 map."""
+"""Pauli strings, qubit order, Hamiltonian assembly, CQ blocks and the spin-convention map (docs/maths.md)."""
 import itertools
 import math
 
@@ -96,7 +96,7 @@ def test_cq_detection():
 
 
 def test_models_map_reproduces_energy(gen):
-    """MODELS.md section 4: the spin-convention QRBM equals -a.v - b.n - v^T W n - Gamma.X + const."""
+    """docs/maths.md, 'Spin-convention map': the spin-convention QRBM equals -a.v - b.n - v^T W n - Gamma.X + const."""
     n, m = 3, 2
     h = cq_qrbm_hamiltonian(n, m)
     a = torch.randn(n, dtype=torch.float64, generator=gen)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from qidbm.metrics import fid as F
+from qidbm.metrics import inception as F
 from qidbm.metrics import (
     FID_WEIGHTS_ENV,
     FID_WEIGHTS_FILENAME,

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from qidbm.nqs import HarmonicTrap, RBMWaveFunction, VMCModule, local_energy, sr_direction, vmc_loss
+from qidbm.nqs import (
+    HarmonicTrap,
+    MetropolisSampler,
+    RBMWaveFunction,
+    VMCModule,
+    local_energy,
+    sr_direction,
+    vmc_loss,
+)
 
 D = torch.float64
 
@@ -71,12 +79,12 @@ def test_vmc_energy_gradient_matches_finite_differences(form):
 def test_per_sample_log_psi_gradients_match_finite_differences():
     torch.manual_seed(4)
     m = VMCModule(
-        n_particles=2, dim=2, n_hidden=3, interaction=True, jastrow=True, train_variance=True, init_std=0.3,
-        jastrow_beta=0.6, eval_samples=0,
+        RBMWaveFunction(2, 2, 3, jastrow=True, train_variance=True, init_std=0.3, jastrow_beta=0.6),
+        HarmonicTrap(2, 2, interaction=True), MetropolisSampler(),
     )
     x = torch.randn(6, 4, dtype=D)
     O = m.per_sample_log_psi_grads(x)
-    params = [p for p in m.wf.parameters() if p.requires_grad]
+    params = [p for p in m.wavefunction.parameters() if p.requires_grad]
     assert O.shape == (6, sum(p.numel() for p in params))
     h = 1e-6
     cols = []
@@ -84,16 +92,16 @@ def test_per_sample_log_psi_gradients_match_finite_differences():
         for k in range(p.numel()):
             with torch.no_grad():
                 p.view(-1)[k] += h
-                fp = m.wf.log_psi(x)
+                fp = m.wavefunction.log_psi(x)
                 p.view(-1)[k] -= 2 * h
-                fm = m.wf.log_psi(x)
+                fm = m.wavefunction.log_psi(x)
                 p.view(-1)[k] += h
             cols.append((fp - fm) / (2 * h))
     torch.testing.assert_close(O, torch.stack(cols, 1), rtol=1e-6, atol=1e-8)
 
 
 def test_frozen_variance_has_no_gradient_entry():
-    m = VMCModule(n_particles=1, dim=2, n_hidden=2, eval_samples=0)
+    m = VMCModule(RBMWaveFunction(1, 2, 2), HarmonicTrap(1, 2), MetropolisSampler())
     O = m.per_sample_log_psi_grads(torch.randn(3, 2, dtype=D))
     assert O.shape[1] == 2 * 2 + 2 + 2  # W, mu, b; no log_variance
 

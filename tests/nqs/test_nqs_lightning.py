@@ -9,7 +9,16 @@ import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from qidbm.nqs import VMCModule
+from qidbm.nqs import (
+    FinalEvaluation,
+    GibbsSampler,
+    HarmonicTrap,
+    MetropolisHastingsSampler,
+    MetropolisSampler,
+    RBMWaveFunction,
+    VMCModule,
+    evaluate_energy,
+)
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("nqs_*.yaml"))
 assert CONFIGS, "no configs/nqs_*.yaml found"
@@ -24,7 +33,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _trainer(steps, tmp_path):
+def _trainer(steps, tmp_path, *callbacks):
     return pl.Trainer(
         max_steps=steps,
         accelerator="cpu",
@@ -33,18 +42,26 @@ def _trainer(steps, tmp_path):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=list(callbacks),
     )
+
+
+def _module(n_particles=2, dim=2, sampler=None, wf=None, **kw):
+    """A VMCModule for a harmonic trap, with the old defaults (RBM H=4, Metropolis step 1)."""
+    wf = RBMWaveFunction(n_particles, dim, 4) if wf is None else wf
+    return VMCModule(wf, HarmonicTrap(n_particles, dim), MetropolisSampler() if sampler is None else sampler, **kw)
 
 
 def test_noninteracting_fit_reaches_exact_energy_and_zero_variance(tmp_path):
     pl.seed_everything(0)
     m = VMCModule(
-        n_particles=2, dim=2, omega=1.0, n_hidden=4, sigma2=1.0, train_variance=True, init_std=0.3,
-        sampler="gibbs", n_chains=128, samples_per_chain=8, burn_in=50, optimizer="sgd", lr=0.2, sr=True,
-        eval_chains=128, eval_samples=1024, eval_burn_in=50, out_dir=str(tmp_path / "out"),
+        RBMWaveFunction(2, 2, 4, omega=1.0, sigma2=1.0, train_variance=True, init_std=0.3),
+        HarmonicTrap(2, 2, omega=1.0), GibbsSampler(),
+        n_chains=128, samples_per_chain=8, burn_in=50, optimizer="sgd", lr=0.2, sr=True,
     )
-    _trainer(150, tmp_path).fit(m)
-    r = m.final
+    ev = FinalEvaluation(n_chains=128, n_samples=1024, burn_in=50, out_dir=str(tmp_path / "out"))
+    _trainer(150, tmp_path, ev).fit(m)
+    r = ev.result
     assert r["exact"] == 2.0
     assert abs(r["energy"] - 2.0) < 3 * r["energy_err"] + 1e-6
     assert r["variance"] < 1e-4
@@ -60,9 +77,10 @@ def test_noninteracting_fit_reaches_exact_energy_and_zero_variance(tmp_path):
 
 def test_one_body_density_integrates_to_n_particles(tmp_path):
     pl.seed_everything(1)
-    m = VMCModule(n_particles=2, dim=2, init_std=0.0, eval_samples=0, n_chains=64)
-    res = m.evaluate(n_samples=256, n_chains=64, burn_in=50, progress=False)
-    edges, rho = m._density
+    m = _module(wf=RBMWaveFunction(2, 2, 4, init_std=0.0), n_chains=64)
+    res, (edges, rho) = evaluate_energy(
+        m.wavefunction, m.hamiltonian, m.sampler, m.chains, n_samples=256, n_chains=64, burn_in=50, progress=False
+    )
     shell = math.pi * (edges[1:] ** 2 - edges[:-1] ** 2)
     assert (rho * shell).sum() == pytest.approx(2.0, abs=1e-3)  # r_max = 4 holds all but e^-16
     # exact Gaussian: E_L is constant, so the error bar is zero
@@ -70,19 +88,19 @@ def test_one_body_density_integrates_to_n_particles(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kw",
+    "wf_kw, sampler, kw",
     [
-        dict(sampler="importance", time_step=0.2, jastrow=True, optimizer="adam", lr=0.01),
-        dict(sampler="metropolis", jastrow=True, sr=True, optimizer="sgd", lr=0.05, laplacian="autograd"),
-        dict(sampler="metropolis", psi_form="amplitude", train_variance=True, lr_final_factor=0.1),
+        (dict(jastrow=True), lambda: MetropolisHastingsSampler(time_step=0.2), dict(optimizer="adam", lr=0.01)),
+        (dict(jastrow=True), MetropolisSampler, dict(sr=True, optimizer="sgd", lr=0.05, laplacian="autograd")),
+        (dict(form="amplitude", train_variance=True), MetropolisSampler, dict(lr_final_factor=0.1)),
     ],
     ids=["importance-adam-jastrow", "sr-autograd", "amplitude-decay"],
 )
-def test_interacting_training_paths_lower_the_energy(kw, tmp_path):
+def test_interacting_training_paths_lower_the_energy(wf_kw, sampler, kw, tmp_path):
     pl.seed_everything(2)
     m = VMCModule(
-        n_particles=2, dim=2, interaction=True, n_hidden=3, init_std=0.1, n_chains=64, samples_per_chain=8,
-        burn_in=50, eval_samples=0, **kw,
+        RBMWaveFunction(2, 2, 3, init_std=0.1, **wf_kw), HarmonicTrap(2, 2, interaction=True), sampler(),
+        n_chains=64, samples_per_chain=8, burn_in=50, **kw,
     )
     _trainer(30, tmp_path).fit(m)
     first = sum(h["energy"] for h in m.history[:5]) / 5
@@ -92,23 +110,36 @@ def test_interacting_training_paths_lower_the_energy(kw, tmp_path):
 
 
 def test_chains_are_checkpointed():
-    m = VMCModule(n_chains=8, eval_samples=0)
+    m = _module(n_chains=8)
     sd = m.state_dict()
     assert sd["chains"].shape == (8, 4) and sd["chains"].dtype == torch.float64 and "thermalized" in sd
-    m2 = VMCModule(n_chains=8, eval_samples=0)
+    m2 = _module(n_chains=8)
     m2.load_state_dict(sd)
     torch.testing.assert_close(m2.chains, m.chains)
 
 
 def test_bad_configurations_fail_early():
     with pytest.raises(ValueError, match="Gibbs"):
-        VMCModule(sampler="gibbs", jastrow=True)
+        _module(sampler=GibbsSampler(), wf=RBMWaveFunction(2, 2, 4, jastrow=True))
     with pytest.raises(ValueError, match="optimizer"):
-        VMCModule(optimizer="lbfgs")
+        _module(optimizer="lbfgs")
     with pytest.raises(ValueError, match="n_chains >= 2"):
-        VMCModule(n_chains=1)
+        _module(n_chains=1)
     with pytest.raises(ValueError, match="lr_final_factor"):
-        VMCModule(lr_final_factor=0.0)
+        _module(lr_final_factor=0.0)
+
+
+def test_objects_must_fit_together():
+    with pytest.raises(ValueError, match="n_particles=3, dim=2 but the Hamiltonian for n_particles=2"):
+        VMCModule(RBMWaveFunction(3, 2, 4), HarmonicTrap(2, 2), MetropolisSampler())
+    with pytest.raises(TypeError, match="wavefunction must be an nn.Module"):
+        VMCModule(HarmonicTrap(2, 2), HarmonicTrap(2, 2), MetropolisSampler())
+    with pytest.raises(TypeError, match="sampler must be"):
+        VMCModule(RBMWaveFunction(2, 2, 4), HarmonicTrap(2, 2), "metropolis")
+    # the chains take the wave function's dtype and the trap's width
+    m = VMCModule(RBMWaveFunction(2, 2, 4, dtype=torch.float32), HarmonicTrap(2, 2, omega=4.0), MetropolisSampler(),
+                  n_chains=4000)
+    assert m.chains.dtype == torch.float32 and m.chains.std().item() == pytest.approx(0.5, rel=0.05)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
@@ -129,10 +160,10 @@ def test_config_runs_through_lightning_cli(config, tmp_path, monkeypatch):
             f"--trainer.logger.init_args.save_dir={tmp_path}",
             "--model.n_chains=8",
             "--model.burn_in=2",
-            "--model.eval_chains=4",
-            "--model.eval_samples=8",
-            "--model.eval_burn_in=2",
-            f"--model.out_dir={tmp_path / 'out'}",
+            "--trainer.callbacks.n_chains=4",
+            "--trainer.callbacks.n_samples=8",
+            "--trainer.callbacks.burn_in=2",
+            f"--trainer.callbacks.out_dir={tmp_path / 'out'}",
         ],
     )
     assert isinstance(cli.model, VMCModule)

@@ -48,7 +48,7 @@ def test_log_psi_reuses_grbm_free_energy(form):
     x = rn(7, 4)
     c = 0.5 if form == "sqrt" else 1.0
     torch.testing.assert_close(wf.log_psi(x), -c * wf.rbm.free_energy(x), rtol=0, atol=1e-12)
-    # and the free energy is the MODELS.md formula
+    # and the free energy is the formula of docs/maths.md, 'Gaussian visible units'
     r = wf.rbm
     s2 = r.log_variance.exp()
     F = ((x - r.visible_bias) ** 2 / (2 * s2)).sum(-1) - torch.nn.functional.softplus(

@@ -54,3 +54,34 @@ class DumpState(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._dump(trainer, pl_module, "end")
+
+
+class SignalAt(L.Callback):
+    """Send ``signum`` (default SIGTERM) to this very process when the batch of global step ``step``
+    starts, as a scheduler or ``timeout`` would; Lightning's handler must be installed (it is during fit)."""
+
+    def __init__(self, step: int, signum: str = "SIGTERM") -> None:
+        self.step, self.signum = step, getattr(signal, signum)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            if signal.getsignal(self.signum) in (signal.SIG_DFL, None):
+                raise RuntimeError(f"no handler for {self.signum!r}: it would kill the process")
+            os.kill(os.getpid(), self.signum)
+
+
+class PauseAt(L.Callback):
+    """At the batch of global step ``step``: create ``<flag>.paused`` and wait (up to ``timeout`` s)
+    until ``flag`` exists, so that a test can act while this fit is mid-run."""
+
+    def __init__(self, step: int, flag: str, timeout: float = 120.0) -> None:
+        self.step, self.flag, self.timeout = step, flag, timeout
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            import time
+
+            open(self.flag + ".paused", "w").close()
+            t0 = time.time()
+            while not os.path.exists(self.flag) and time.time() - t0 < self.timeout:
+                time.sleep(0.05)

@@ -99,3 +99,91 @@ def test_sigkill_during_save_leaves_a_complete_file(tmp_path):
     assert ck["i"] >= 1 and torch.equal(ck["w"], torch.full((4_000_000,), float(ck["i"])))
     # a killed writer may leave its own temporary file, never a partial last.ckpt
     assert {p.name for p in tmp_path.iterdir()} - {"last.ckpt"} <= {p.name for p in tmp_path.glob(".last.ckpt.*.tmp")}
+
+
+# ---------------------------------------------------------------- the cause of a failed save is the error shown
+class _FailingFile:
+    """A file whose writes fail with ``exc`` once ``limit`` bytes went through (a full disk, or a SIGINT
+    arriving mid-write): torch's real zip writer then fails to close the archive with its own
+    ``enforce fail ... unexpected pos`` error, which used to be the last error shown."""
+
+    def __init__(self, f, limit, exc):
+        self.f, self.n, self.limit, self.exc = f, 0, limit, exc
+
+    def write(self, b):
+        self.n += len(b)
+        if self.n > self.limit:
+            raise self.exc
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
+
+    def fileno(self):
+        return self.f.fileno()
+
+
+def _fail_saves(monkeypatch, exc, from_call=1, limit=2000):
+    real, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *a, **k):
+        if isinstance(f, (str, os.PathLike)):  # not a checkpoint write (those go to an open temporary file)
+            return real(obj, f, *a, **k)
+        calls["n"] += 1
+        return real(obj, _FailingFile(f, limit, exc) if calls["n"] >= from_call else f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_disk_full_mid_save_reports_the_disk_not_torch(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1, "w": torch.arange(5.0)}, path)
+    before = path.read_bytes()
+    _fail_saves(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(OSError, match=r"^\[Errno 28\] No space left on device while writing checkpoint .*last\.ckpt; "
+                                      r"the previous file there \(if any\) is kept unchanged") as e:
+        atomic_torch_save({"step": 2, "w": torch.randn(100_000)}, path)
+    assert e.value.errno == 28 and "enforce fail" not in str(e.value)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_sigint_mid_save_raises_keyboardinterrupt_not_torch_error(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, path)
+    before = path.read_bytes()
+    _fail_saves(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"step": 2, "w": torch.randn(100_000)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("fault", ["disk full", "SIGINT"])
+def test_fault_during_a_fit_checkpoint_save(tmp_path, tiny_root, monkeypatch, fault):
+    """`qidbm fit` (checkpoints every 2 steps) whose 3rd save (step=4.ckpt) fails mid-write: a full
+    disk ends the fit with the OSError naming the file; a SIGINT with Lightning's graceful shutdown
+    (exit status 1). last.ckpt stays the complete step-2 checkpoint either way."""
+    import signal
+
+    from qidbm.cli import main
+    from tests.reliability.conftest import write_fit_config
+
+    cfg = write_fit_config(tmp_path / "c.yaml", tmp_path / "run", tiny_root)
+    exc = OSError(28, "No space left on device") if fault == "disk full" else KeyboardInterrupt()
+    _fail_saves(monkeypatch, exc, from_call=3)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        if fault == "disk full":
+            with pytest.raises(OSError, match=r"No space left on device while writing checkpoint .*step=4\.ckpt"):
+                main(["fit", "--config", str(cfg)])
+        else:
+            with pytest.raises(SystemExit) as e:
+                main(["fit", "--config", str(cfg)])
+            assert e.value.code == 1
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores further SIGINTs while it shuts down
+    monkeypatch.undo()
+    ck = tmp_path / "run" / "checkpoints"
+    assert torch.load(ck / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert not (ck / "step=4.ckpt").exists() and not list(ck.glob(".*tmp"))

@@ -182,3 +182,120 @@ def test_evaluate_with_missing_fid_weights(tiny, tmp_path):
     with pytest.raises(FIDWeightsError, match="does not exist"):
         main(["evaluate", "--ckpt", str(tiny["ckpt"]), "--num-samples", "2", "--num-steps", "1",
               "--fid-weights", str(tmp_path / "nope.pth"), "--ais-runs", "0", "--data-root", str(tiny["root"])])
+
+
+# ---------------------------------------------------------------- module arguments, checked at construction
+@pytest.mark.parametrize("key,value,match", [
+    ("lr", "-0.1", r"lr must be a positive finite number .*got -0\.1"),
+    ("num_chains", "0", r"num_chains must be a positive integer .*or null to use one chain per batch row; got 0"),
+    ("num_chains", "-3", r"num_chains must be a positive integer .*got -3"),
+    ("positive_steps", "0", r"positive_steps must be an integer >= 1 .*got 0"),
+    ("positive_steps", "-2", r"positive_steps must be an integer >= 1 .*got -2"),
+])
+def test_bad_module_arguments_fail_at_construction(tiny, key, value, match):
+    with pytest.raises(ValueError, match=match):
+        main(["fit", "--config", str(tiny["cfg"]), f"--model.init_args.{key}", value])
+
+
+def test_num_chains_null_still_means_the_batch_size(tmp_path):
+    m = BoltzmannModule(RBM(16, 4), num_chains=None, init_visible_bias=False)
+    t = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, default_root_dir=str(tmp_path))
+    t.fit(m, DataLoader(TensorDataset(torch.rand(16, 16).round()), batch_size=8))
+    assert m._chains[0].shape[0] == 8
+
+
+# ---------------------------------------------------------------- CelebA images
+@pytest.mark.parametrize("damage", ["missing", "not a JPEG", "truncated"])
+def test_celeba_bad_jpeg_names_the_file(tmp_path, damage):
+    from qidbm.data import CelebADataModule
+    from qidbm.data.datamodules import CelebAImageError
+    from qidbm.data.testing import make_celeba_folder
+
+    f = make_celeba_folder(tmp_path / "data")["train"][2]
+    if damage == "missing":
+        f.unlink()
+    elif damage == "not a JPEG":
+        f.write_bytes(b"<html>quota exceeded</html>")
+    else:
+        f.write_bytes(f.read_bytes()[:300])
+    dm = CelebADataModule(root=str(tmp_path / "data"), download=False, batch_size=2, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(CelebAImageError, match=rf"CelebA image .*{f.name} (is missing|cannot be read as an image).*"
+                                               r"Restore it .*list_eval_partition\.txt"):
+        dm.setup("fit")
+
+
+# ---------------------------------------------------------------- what is given as a checkpoint
+def test_text_file_as_checkpoint(tiny, tmp_path):
+    txt = tmp_path / "notes.ckpt"
+    txt.write_text("this is a text file\n")
+    msg = r"could not read checkpoint .*notes\.ckpt: it is not a checkpoint file .*starts with b'this is a te'.*qidbm fit"
+    with pytest.raises(ValueError, match=msg):
+        main(["sample", "--ckpt", str(txt), "--num-samples", "2", "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match=msg):
+        main(["fit", "--config", str(tiny["cfg"]), "--ckpt_path", str(txt)])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_not_a_damaged_checkpoint(tiny, tmp_path, capsys):
+    from qidbm.checkpoint import load_checkpoint, unreadable_checkpoint_message
+
+    for cmd in (["sample", "--out", str(tmp_path / "s")], ["evaluate", "--no-fid", "--ais-runs", "0"]):
+        assert main([cmd[0], "--ckpt", str(tiny["ckpt"]), "--device", "cuda", *cmd[1:]]) == 2
+        assert "--device: device 'cuda' was asked for but this machine has no usable CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no usable CUDA GPU.*--device cpu"):
+        load_checkpoint(tiny["ckpt"], map_location="cuda")
+    # a checkpoint holding CUDA tensors, read on a machine without a GPU (torch's own error)
+    err = RuntimeError("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False.")
+    assert "holds GPU (CUDA) tensors and this machine has no GPU" in unreadable_checkpoint_message(tiny["ckpt"], err)
+
+
+# ---------------------------------------------------------------- sample / evaluate: checked before the work
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if any sampling or AIS starts."""
+    import qidbm.metrics.likelihood as likelihood
+    import qidbm.sampling as sampling
+
+    def boom(*a, **k):
+        raise AssertionError("the expensive part ran before the argument error")
+
+    monkeypatch.setattr(sampling, "draw_samples", boom)
+    monkeypatch.setattr(likelihood, "ais_log_partition", boom)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--ais-test-examples", "-9990"], "--ais-test-examples must be a positive number of test images .* got -9990"),
+    (["--ais-test-examples", "0"], "--ais-test-examples must be a positive number .* got 0; --ais-runs 0 skips AIS"),
+    (["--ais-runs", "1"], "--ais-runs must be 0 .* or at least 2, got 1"),
+    (["--json", "{file}/results.json"], r"--json .*results\.json: cannot create .*: .*not-a-folder is a file, not a folder"),
+    (["--save-samples", "{file}/s"], r"--save-samples .*: cannot create .*not-a-folder is a file"),
+])
+def test_evaluate_arguments_fail_before_sampling_or_ais(tiny, tmp_path, capsys, no_work, args, match):
+    file = tmp_path / "not-a-folder"
+    file.write_text("x")
+    args = [a.format(file=file) for a in args]
+    assert main(["evaluate", "--ckpt", str(tiny["ckpt"]), "--num-samples", "4", "--num-steps", "1",
+                 "--data-root", str(tiny["root"]), *args]) == 2
+    assert __import__("re").search(match, capsys.readouterr().err)
+
+
+def test_sample_out_under_a_file_fails_before_sampling(tiny, tmp_path, capsys, no_work):
+    file = tmp_path / "not-a-folder"
+    file.write_text("x")
+    for out in (file / "samples", file / "grid.png"):
+        assert main(["sample", "--ckpt", str(tiny["ckpt"]), "--out", str(out)]) == 2
+        assert f"{file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_too_many_samples_for_the_memory_fail_before_sampling(tiny, tmp_path, capsys, no_work, monkeypatch):
+    import qidbm.cli
+
+    monkeypatch.setattr(qidbm.cli, "available_memory_bytes", lambda: 2 * 10**9)  # a 2 GB machine
+    assert main(["sample", "--ckpt", str(tiny["ckpt"]), "--num-samples", "3000000", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "--num-samples 3000000 needs about 28.2 GB of memory" in err and "2.0 GB is available" in err
+    assert "Draw at most about 212585 samples per call" in err
+    assert main(["evaluate", "--ckpt", str(tiny["ckpt"]), "--num-samples", "3000000", "--ais-runs", "0"]) == 2
+    assert "needs about 28.2 GB" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

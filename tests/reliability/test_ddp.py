@@ -42,7 +42,7 @@ def test_chains_are_per_rank_and_restored_per_rank(tmp_path, tiny_root):
     rc, log = finish(qidbm_fit(["--config", str(cfg)]), timeout=150)
     assert rc == 0, log[-3000:]
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 2  # 3 batches per rank and epoch, a checkpoint every 2 steps
+    assert last["global_step"] == 3  # 3 batches per rank and epoch: FinalCheckpoint saves the final step
     chains = last["qidbm"]["chains_per_rank"]
     gens = last["qidbm"]["generator_state_per_rank"]
     assert len(chains) == 2 and not torch.equal(chains[0][0], chains[1][0])  # per rank
@@ -53,7 +53,7 @@ def test_chains_are_per_rank_and_restored_per_rank(tmp_path, tiny_root):
     assert rc == 0, log[-3000:]
     for r in (0, 1):
         start = torch.load(out / "state" / f"start_rank{r}.pt", weights_only=True)
-        assert start["global_step"] == 2
+        assert start["global_step"] == 3
         for saved, restored in zip(chains[r], start["chains"]):
             assert torch.equal(saved, restored), f"rank {r}"
         assert torch.equal(gens[r], start["generator"]), f"rank {r}"

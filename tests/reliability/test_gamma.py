@@ -3,7 +3,7 @@
 
 Fault injected: an optimizer step with an absurd learning rate (1e6, both signs of the
 gradient) and parameters set by hand to +-1e4, +-1e18 (and +-1e30, an expected failure until
-qidbm.quantum avoids forming gamma**2); every closed form of MODELS.md section 1
+qidbm.quantum avoids forming gamma**2); every closed form of docs/maths.md, 'One qubit in a field'
 (log Tr, P(n=1), <X>, the free energy, the conditionals) and its gradient must stay finite.
 """
 

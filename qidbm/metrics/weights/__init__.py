@@ -1,0 +1,1 @@
+"""Shipped weights of the class-coverage classifiers (see qidbm.metrics.classifier)."""
