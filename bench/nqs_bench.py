@@ -39,7 +39,10 @@ RUNS = [
         "ho2d-importance-sr", HO, IMPORTANCE,
         "N=2, d=2, omega=1, no interaction", "RBM H=4", "Metropolis-Hastings (drift)", "SR + SGD",
     ),
-    ("ho2d-gibbs-sr", HO, ["--model.sampler=qidbm.nqs.GibbsSampler"], "N=2, d=2, omega=1, no interaction", "RBM H=4", "Gibbs", "SR + SGD"),
+    (
+        "ho2d-gibbs-sr", HO, ["--model.sampler=qidbm.nqs.GibbsSampler"],
+        "N=2, d=2, omega=1, no interaction", "RBM H=4", "Gibbs", "SR + SGD",
+    ),
     (
         "ho2d-metropolis-adam", HO,
         ["--model.sr=false", "--model.optimizer=adam", "--model.lr=0.02", "--trainer.max_steps=1000"],

@@ -222,19 +222,10 @@ def _sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="checkpoint written by `qidbm fit` (.ckpt)")
     p.add_argument("--num-samples", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", default="samples", help="output folder, or a .png file path (default ./samples)")
-    _add_sampling_args(p)
+    from qidbm.sampling import add_sampling_arguments
+
+    add_sampling_arguments(p)
     return p
-
-
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num-steps", type=int, default=1000, help="Gibbs sweeps per chain (default 1000)")
-    p.add_argument("--start", choices=["noise", "data", "local_mode"], default="noise", help="chain start")
-    p.add_argument("--output", choices=["sample", "mean", "local_mode"], default="mean", help="what is returned")
-    p.add_argument("--quantum-step", choices=["paper", "exact"], default="paper", help="quantum Gibbs step")
-    p.add_argument("--batch-size", type=int, default=1000, help="chains run at once")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--data-root", default=None, help="data root for --start data/local_mode")
 
 
 def _load_data(info: dict, root: str | None):
@@ -251,7 +242,7 @@ def cmd_sample(argv: list[str]) -> int:
 
     from qidbm.checkpoint import load_checkpoint
     from qidbm.lightning.callbacks import save_grid, visible_to_images
-    from qidbm.sampling import SamplingSpec, draw_samples
+    from qidbm.sampling import draw_samples, spec_from_arguments
 
     a = _sample_parser().parse_args(argv)
     if a.num_samples < 1:
@@ -264,17 +255,15 @@ def cmd_sample(argv: list[str]) -> int:
         print(f"error: {problem}" if problem.startswith("--") else f"error: --out {a.out}: {problem}; choose another "
               "path (nothing was sampled)", file=sys.stderr)
         return 2
-    spec = SamplingSpec(
-        num_steps=a.num_steps, start=a.start, output=a.output, quantum_step=a.quantum_step, batch_size=a.batch_size
-    )
     model, info = load_checkpoint(a.ckpt, map_location=a.device)
+    spec = spec_from_arguments(a, info.get("hyper_parameters"))
     try:
         check_sample_memory(a.num_samples, model.n_visible, a.device)
     except MemoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     data = None
-    if a.start != "noise":
+    if spec.start != "noise":
         dm = _load_data(info["data_info"], a.data_root)
         data = torch.cat([b for _, b in zip(range(-(-a.num_samples // dm.batch_size)), dm.train_dataloader())])
     g = torch.Generator(device=a.device)
@@ -295,6 +284,13 @@ def cmd_sample(argv: list[str]) -> int:
     print(f"sampling: {spec.describe()}")
     for l, rate in sampler.acceptance().items():
         print(f"acceptance rate (quantum layer {l}): {float(rate):.4f}")
+    dataset = (info.get("data_info") or {}).get("dataset")
+    from qidbm.metrics.classifier import CLASSIFIER_FILES, class_coverage
+
+    if dataset in CLASSIFIER_FILES:
+        cov = class_coverage(images, dataset)
+        shares = ", ".join(f"{c} {100 * f:.1f}%" for c, f in zip(cov["classes"], cov["fractions"]))
+        print(f"classes (shipped {dataset} classifier): {shares}; {cov['classes_in_range']}/10 within 4-20 %")
     print(f"wrote {png} (grid of {min(len(images), 400)}) and {arr} ({len(images)} images, {tuple(images.shape[1:])}, [0, 1])")
     return 0
 

@@ -16,8 +16,11 @@ CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "loggers" not 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_print_config_works_for_every_config(config, capsys):
+    # a file beside a base.yaml is one run of that recipe: it is used composed with its base
+    base = config.parent / "base.yaml"
+    files = [base, config] if base.is_file() and config != base else [config]
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(config), "--print_config"])
+        main(["fit", *[a for f in files for a in ("--config", str(f))], "--print_config"])
     assert e.value.code in (0, None)
     out = capsys.readouterr().out
     assert "model:" in out and "class_path" in out
@@ -139,6 +142,46 @@ def test_evaluate_prints_fid_and_ais(tiny_run, tmp_path, capsys):
 
     r = json.loads(res.read_text())
     assert r["fid"] > 0 and math.isfinite(r["test_log_likelihood"]) and r["num_samples"] == 20
+
+
+def test_sample_defaults_to_the_trained_protocol_and_prints_classes(tiny_run, tmp_path, capsys):
+    cfg, out = tiny_run
+    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "1", "--model.init_args.negative_start", "noise",
+          "--model.init_args.cd_steps", "3", "--model.init_args.centering", "true"])
+    capsys.readouterr()
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert main(["sample", "--ckpt", str(ckpt), "--num-samples", "12", "--out", str(tmp_path / "s")]) == 0
+    printed = capsys.readouterr().out
+    assert "num_steps=3" in printed and "start=noise" in printed and "output=mean" in printed
+    assert "classes (shipped MNIST classifier)" in printed and "within 4-20 %" in printed
+    # an option given on the command line wins over the trained protocol
+    assert main(["sample", "--ckpt", str(ckpt), "--num-samples", "4", "--num-steps", "7", "--out", str(tmp_path / "t")]) == 0
+    assert "num_steps=7" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
+def test_evaluate_a_run_folder_reports_minimum_and_final_fid_and_diagnostics(tiny_run, tmp_path, capsys):
+    import json
+
+    cfg, out = tiny_run
+    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "1", "--trainer.callbacks+=ModelCheckpoint",
+          "--trainer.callbacks.dirpath", str(out / "checkpoints"), "--trainer.callbacks.every_n_train_steps", "1",
+          "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}"])
+    files = sorted((out / "checkpoints").glob("*.ckpt"))
+    assert len(files) >= 3
+    res = tmp_path / "eval.json"
+    assert main(["evaluate", "--ckpt", str(out), "--num-samples", "24", "--num-steps", "2", "--fid-weights",
+                 str(FID_WEIGHTS), "--ais-runs", "0", "--prc-samples", "12", "--copy-samples", "8",
+                 "--json", str(res), "--data-root", str(tmp_path / "data")]) == 0
+    r = json.loads(res.read_text())
+    fids = [c["fid"] for c in r["fid_per_checkpoint"]]
+    assert len(fids) == 3 and r["fid_min"] == min(fids) and r["fid_final"] == fids[-1] == r["fid"]
+    assert [c["global_step"] for c in r["fid_per_checkpoint"]] == [1, 2, 3]
+    assert 0 <= r["precision_recall"]["precision"] <= 1 and r["precision_recall"]["samples"] == 12
+    assert sum(r["class_coverage"]["fractions"]) == pytest.approx(1, abs=1e-3)
+    assert r["copying"]["samples"] == 8 and r["copying"]["test_nn_median"] >= 0  # tiny data: test rows repeat train rows
+    printed = capsys.readouterr().out
+    assert "FID over 3 checkpoints: minimum" in printed and "precision" in printed and "nearest training image" in printed
 
 
 def test_wandb_runs_offline_without_api_key(monkeypatch, tmp_path):

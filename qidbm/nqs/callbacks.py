@@ -82,10 +82,12 @@ class FinalEvaluation(pl.Callback):
         return os.path.join("runs", "nqs")
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        missing = [a for a in ("wavefunction", "hamiltonian", "sampler", "chains", "history") if not hasattr(pl_module, a)]
+        needed = ("wavefunction", "hamiltonian", "sampler", "chains", "history")
+        missing = [a for a in needed if not hasattr(pl_module, a)]
         if missing:
             raise TypeError(
-                f"FinalEvaluation evaluates a qidbm.nqs.VMCModule; {type(pl_module).__name__} has no {', '.join(missing)}."
+                f"FinalEvaluation evaluates a qidbm.nqs.VMCModule; {type(pl_module).__name__} has no "
+                f"{', '.join(missing)}."
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -60,12 +60,13 @@ _OBJECTS = ("wavefunction", "hamiltonian", "sampler")
 
 
 def _objects_from_config() -> bool:
-    """True while LightningCLI (or ``load_from_checkpoint`` of a CLI run) instantiates the module.
+    """True while LightningCLI instantiates the module from a config.
 
     ``save_hyperparameters`` then records the configuration (``class_path``/``init_args`` of the
     wave function, Hamiltonian and sampler), from which ``VMCModule.load_from_checkpoint(PATH)``
-    rebuilds them. Objects built in Python are not recorded (like BoltzmannModule's ``model``):
-    pass them again to ``load_from_checkpoint(PATH, wavefunction=..., hamiltonian=..., sampler=...)``.
+    rebuilds them. Objects built in Python are not recorded (like BoltzmannModule's ``model``;
+    nor are those of a module rebuilt by ``load_from_checkpoint``): pass them again to
+    ``load_from_checkpoint(PATH, wavefunction=..., hamiltonian=..., sampler=...)``.
     """
     try:
         from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters

@@ -22,7 +22,8 @@ def _one_thread():
 
 def _objects(seed):
     torch.manual_seed(seed)
-    return RBMWaveFunction(2, 2, 3, init_std=0.1, jastrow=True), HarmonicTrap(2, 2, interaction=True), MetropolisSampler()
+    wf = RBMWaveFunction(2, 2, 3, init_std=0.1, jastrow=True)
+    return wf, HarmonicTrap(2, 2, interaction=True), MetropolisSampler()
 
 
 def _module(seed, **kw):

@@ -46,10 +46,10 @@ def _trainer(steps, tmp_path, *callbacks):
     )
 
 
-def _module(n_particles=2, dim=2, sampler=None, wf=None, **kw):
-    """A VMCModule for a harmonic trap, with the old defaults (RBM H=4, Metropolis step 1)."""
-    wf = RBMWaveFunction(n_particles, dim, 4) if wf is None else wf
-    return VMCModule(wf, HarmonicTrap(n_particles, dim), MetropolisSampler() if sampler is None else sampler, **kw)
+def _module(sampler=None, wf=None, **kw):
+    """A VMCModule for 2 particles in a 2D trap with the former defaults (RBM H=4, Metropolis step 1)."""
+    wf = RBMWaveFunction(2, 2, 4) if wf is None else wf
+    return VMCModule(wf, HarmonicTrap(2, 2), MetropolisSampler() if sampler is None else sampler, **kw)
 
 
 def test_noninteracting_fit_reaches_exact_energy_and_zero_variance(tmp_path):

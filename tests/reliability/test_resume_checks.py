@@ -121,3 +121,24 @@ def test_changed_learning_rate_of_a_cli_optimizer_section_is_applied(run, tmp_pa
         assert main(["fit", *common, "--optimizer.lr", "0.002", "--trainer.max_epochs", "2",
                      "--ckpt_path", "last"]) == 0
     assert _last_lr(out / "checkpoints" / "last.ckpt") == 0.002
+
+
+def test_changed_learning_rate_keeps_a_schedulers_factor():
+    """The checkpoint's StepLR had halved the rate (0.01 -> 0.005); the resume asks for 0.001: the
+    optimizer continues at 0.0005 and the scheduler's base rate becomes 0.001."""
+    from types import SimpleNamespace
+
+    from qidbm.lightning.reliability import apply_changed_settings_on_resume, optimizer_settings
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    saved = optimizer_settings([opt])  # as configured by the checkpoint's run
+    opt.step()
+    sched.step()  # the restored state: lr 0.005
+    configured = [[dict(saved[0][0], lr=0.001)]]
+    trainer = SimpleNamespace(optimizers=[opt], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)])
+    with pytest.warns(UserWarning, match=r"lr 0\.01 -> 0\.001 \(applied \(the restored rate 0\.005 is scaled alike"):
+        apply_changed_settings_on_resume(trainer, {"optimizer_settings": saved, "global_step": 1}, {}, configured)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0005) and sched.base_lrs == [0.001]
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.00025)  # the schedule goes on from there

@@ -11,7 +11,6 @@ estimator", states the result).
 
 import itertools
 
-import pytest
 import torch
 from scipy import stats
 
