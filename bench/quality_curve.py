@@ -1,7 +1,7 @@
 """Sample quality against wall-clock training time: FID and class coverage of every checkpoint of runs.
 
 For each run folder (``qidbm fit``'s ``default_root_dir``), every ``checkpoints/*.ckpt`` is sampled
-the way the machine was trained to be sampled (``qidbm.sampling.trained_sampling``; else
+the way the machine was trained to be sampled (``qidbm.samplers.drawing.trained_sampling``; else
 ``--num-steps`` Gibbs sweeps from noise), and scored by FID (``--fid-samples`` against the
 10,000 test images, pytorch-fid Inception) and class coverage (the shipped classifier, on the
 first ``--coverage-samples`` of them). The training wall time of a checkpoint is the elapsed time
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from qidbm.metrics import frechet_distance, reference_stats
     from qidbm.metrics.classifier import class_coverage
     from qidbm.metrics.fid import FIDAccumulator
-    from qidbm.sampling import SamplingSpec, draw_samples, trained_sampling
+    from qidbm.samplers.drawing import SamplingSpec, draw, trained_sampling
 
     acc = FIDAccumulator(a.fid_weights, batch_size=50, device="cpu", progress=False, fuse_bn=True)
     rows, dms = [], {}
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = trained_sampling(info.get("hyper_parameters")) or SamplingSpec(num_steps=a.num_steps)
             g = torch.Generator().manual_seed(0)
             t0 = time.time()
-            images = visible_to_images(draw_samples(model, a.fid_samples, spec, generator=g), di)
+            images = visible_to_images(draw(model, a.fid_samples, spec, generator=g)[0], di)
             t_sample = time.time() - t0
             ref = {"dataset": di["dataset"], "split": "test", "encoding": di["encoding"],
                    "preprocessing": di.get("preprocessing")}

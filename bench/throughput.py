@@ -11,7 +11,7 @@ One run measures, side by side and with the same thread count:
 * training samples/s of the real training step (``BoltzmannModule.doem_loss`` + backward +
   ``torch.optim.SGD.step``, no Lightning) for CD-1, CD-k (k = 5) and PCD-1, plus one
   Lightning ``Trainer.fit`` on an in-memory loader (the Lightning overhead);
-* sampling sweeps/s of ``GibbsSampler.run`` (600 chains; paper and exact quantum step);
+* sampling sweeps/s of the kernels' ``run`` (``qidbm.samplers.kernels`` (600 chains; paper and exact quantum step);
 * FLOPs per step and per sweep, counted by ``torch.utils.flop_counter.FlopCounterMode`` on one
   real step (matrix products only: elementwise work is not counted; it is <1% of the FLOPs
   here) and cross-checked against the recorded products;
@@ -71,7 +71,7 @@ sys.path.insert(0, str(REPO))
 
 from qidbm.lightning.module import BoltzmannModule  # noqa: E402
 from qidbm.models import DBM, GRBM, QGRBM, QRBM, RBM, QiDBM  # noqa: E402
-from qidbm.samplers import GibbsSampler  # noqa: E402
+from qidbm.samplers import PaperStep, make_kernel  # noqa: E402
 
 BATCH = 600
 MNIST_TRAIN = 60000
@@ -378,12 +378,13 @@ def measure_training(cfg: Config, mode: str, batches: list[torch.Tensor], mm: Ma
 
 
 def measure_sampling(cfg: Config, step_kind: str, model: torch.nn.Module, mm: MatmulLimit, budget: dict, sweeps: int) -> dict[str, Any]:
-    sampler = GibbsSampler(quantum_step=step_kind)
+    sampler = make_kernel(quantum_step=step_kind)
     g = torch.Generator().manual_seed(1)
     state = model.random_state(BATCH, g)
+    last_stats = []
 
     def run() -> None:
-        sampler.run(model, state, sweeps, generator=g)
+        last_stats[:] = [sampler.run(model, state, sweeps, generator=g)[1]]
 
     flops, calls = count_step(lambda: sampler.run(model, state, 1, generator=g))
     lim = mm.limit(calls)
@@ -400,7 +401,7 @@ def measure_sampling(cfg: Config, step_kind: str, model: torch.nn.Module, mm: Ma
         "ratio_cpu_time": _cpu_ratio(lim, times, sweeps),
     }
     if step_kind == "exact" and cfg.family.startswith("Q"):
-        acc = sampler.acceptance()
+        acc = last_stats[0].acceptance() if last_stats else {}
         out["acceptance"] = {str(l): float(a) for l, a in acc.items()}
     return out
 
@@ -662,7 +663,7 @@ def legacy_closed_form_patches() -> list[tuple[Any, str, Any]]:
     """(module, name, value) routing every use of the closed forms back to the legacy ones."""
     import qidbm.lightning.module as lm
     import qidbm.models.base as mb
-    import qidbm.samplers.gibbs as gb
+    import qidbm.samplers.kernels as gb
     from qidbm import quantum
 
     return [
@@ -709,7 +710,7 @@ def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) ->
     step (baseline measured before and after; the smaller is used). Applied changes are patched back
     out (``applied``: the speed-up reported is the change's); candidates are patched in."""
     import qidbm.lightning.module as lm
-    import qidbm.samplers.gibbs as gb
+    import qidbm.samplers.kernels as gb
     from qidbm import quantum
 
     x = data["binary"]
@@ -738,7 +739,7 @@ def experiments(data: dict[str, torch.Tensor], mm: MatmulLimit, budget: dict) ->
     legacy = legacy_closed_form_patches()
     fused_pcd = [(lm.BoltzmannModule, "_reuses_free_energy_fields", property(
         lambda self: self.hparams.negative_start == "persistent"
-        and (self.sampler.quantum_step == "paper" or not self.model.quantum_layers)
+        and (isinstance(self.kernel, PaperStep) or not self.model.quantum_layers)
         and set(self.summed_layers) == set(range(1, self.model.num_layers, 2))))]
     bern = [(gb, "bernoulli", fused_bernoulli), (lm, "bernoulli", fused_bernoulli)]
     # (label, config, mode, patches, revert): revert=True patches an applied change back out, and the
@@ -863,7 +864,7 @@ def markdown(result: dict[str, Any]) -> str:
             for r in run["lightning"]:
                 L.append(f"| {r['config']} in Lightning `Trainer.fit` | PCD-1 | {fmt(r['samples_per_s'],0)} | {fmt(MNIST_TRAIN / r['samples_per_s'],2)} | - | - | - | - | - | - | - |")
         L.append("")
-        L.append("Sampling (`GibbsSampler.run`, 600 chains):\n")
+        L.append("Sampling (`qidbm.samplers.kernels` `run`, 600 chains):\n")
         L.append("| model | step | sweeps/s | GFLOP/sweep | GFLOP/s | matmul limit GFLOP/s | ratio | acceptance |")
         L.append("|---|---|---:|---:|---:|---:|---:|---:|")
         for c in run["configs"]:

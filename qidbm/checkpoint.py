@@ -1,17 +1,29 @@
-"""Loading models from checkpoints written by ``qidbm fit`` (no Lightning or data needed)."""
+"""The qidbm checkpoint format: its ``qidbm`` section, and reading, writing and checking checkpoint files.
+
+A checkpoint written by ``qidbm fit`` is a Lightning checkpoint with a ``qidbm`` section
+(:func:`checkpoint_section`, checked by :func:`check_checkpoint`): format version, model class and
+config, data info, persistent chains and generator state per DDP rank, the optimizer settings and
+centering offsets. This module needs neither Lightning nor data: ``qidbm sample``/``evaluate`` and
+:func:`load_checkpoint` rebuild the model from it alone.
+"""
 
 from __future__ import annotations
 
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from qidbm.models import BoltzmannMachine, build_model
+from qidbm.atomic import atomic_save
+from qidbm.models import MODEL_CLASSES, BoltzmannMachine, build_model
 
-__all__ = ["CheckpointError", "check_device", "export_checkpoint", "load_checkpoint", "read_checkpoint",
-           "unreadable_checkpoint_message"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_torch_save", "check_checkpoint", "check_device",
+           "checkpoint_section", "export_checkpoint", "load_checkpoint", "not_a_checkpoint_message",
+           "read_checkpoint", "unreadable_checkpoint_message"]
+
+CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ValueError):
@@ -43,8 +55,11 @@ def unreadable_checkpoint_message(path: str | os.PathLike, exc: BaseException) -
 
     Tells apart a file that is not a checkpoint at all (a text file, an image), a truncated or damaged
     checkpoint (a zip archive whose end is missing), a checkpoint with GPU tensors on a machine without
-    one, and a complete archive that this torch cannot load.
+    one, and a complete archive that this torch cannot load. A remote URL (``s3://`` ...) is not
+    inspected: the message names it and the error.
     """
+    if "://" in os.fspath(path):
+        return f"could not read checkpoint {os.fspath(path)} ({type(exc).__name__}: {exc})"
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -72,6 +87,76 @@ def unreadable_checkpoint_message(path: str | os.PathLike, exc: BaseException) -
             "or edited by hand)")
 
 
+def not_a_checkpoint_message(path: str | os.PathLike, why: str = "") -> str:
+    """For a file that ``torch.load`` reads but that is not a ``qidbm fit`` checkpoint (``why``: what is missing)."""
+    return (f"{path} is a torch file but not a checkpoint written by `qidbm fit`{why}; pass the .ckpt file from the "
+            "run's checkpoints folder")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` of a checkpoint that never leaves a partial file at ``path``.
+
+    :func:`qidbm.atomic.atomic_save`: writes ``<folder>/.<name>.<random>.tmp``, flushes and fsyncs it,
+    then ``os.replace``-s it onto ``path`` and fsyncs the folder. On any error (including a
+    ``KeyboardInterrupt``) the temporary file is removed and the previous ``path`` (if any) is untouched;
+    an ``OSError`` (disk full, quota, ...) is raised again naming the checkpoint and saying so.
+    """
+    path = os.fspath(path)
+    try:
+        atomic_save(obj, path)
+    except OSError as cause:
+        # say what failed and that nothing was lost, with the OS's reason first (disk full, quota, ...)
+        raise OSError(cause.errno, f"{cause.strerror or cause} while writing checkpoint {path}; the previous "
+                      f"file there (if any) is kept unchanged. Free space (or fix the folder) and resume with "
+                      "--ckpt_path last") from cause
+
+
+def checkpoint_section(*, model: BoltzmannMachine, data_info: dict | None, chains_per_rank: list,
+                       generator_state_per_rank: list, optimizer_settings: list | None,
+                       centering_offsets: list | None) -> dict:
+    """The ``qidbm`` section of a checkpoint (what :func:`check_checkpoint` and :func:`load_checkpoint` read)."""
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "model_class": type(model).__name__,
+        "model_config": model.config(),
+        "data_info": data_info,
+        "chains_per_rank": chains_per_rank,
+        "generator_state_per_rank": generator_state_per_rank,
+        "optimizer_settings": optimizer_settings,
+        "centering_offsets": centering_offsets,
+    }
+
+
+def check_checkpoint(checkpoint: dict, expected_class: str | None = None) -> dict:
+    """Validate the qidbm section of a checkpoint and return it (clear errors otherwise)."""
+    info = checkpoint.get("qidbm")
+    if info is None:
+        module = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+        if isinstance(module, str) and module.rsplit(".", 1)[-1] != "BoltzmannModule":
+            raise ValueError(
+                f"this checkpoint was written by `qidbm fit` for a {module}, not for a Boltzmann machine "
+                "(qidbm.lightning.BoltzmannModule): `qidbm sample` and `qidbm evaluate` read Boltzmann machine "
+                f"checkpoints only, and a BoltzmannModule config cannot resume it; load it with "
+                f"{module}.load_from_checkpoint(PATH) or resume it with its own config"
+            )
+        raise ValueError(
+            "this checkpoint has no 'qidbm' section: it was not written by `qidbm fit` for a Boltzmann machine "
+            "(or predates checkpoint format 1); retrain with this version of qidbm"
+        )
+    fmt = info.get("format_version")
+    if fmt != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {fmt} is not supported by this qidbm (format {CHECKPOINT_FORMAT})")
+    cls = info.get("model_class")
+    if cls not in MODEL_CLASSES:
+        raise ValueError(f"checkpoint model class {cls!r} is unknown; known: {sorted(MODEL_CLASSES)}")
+    if expected_class is not None and cls != expected_class:
+        raise ValueError(
+            f"this checkpoint holds a {cls} but the module was built with a {expected_class}; "
+            f"use a config whose model is {cls}, or load it with qidbm.load_checkpoint"
+        )
+    return info
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu",
                     weights_only: bool = True) -> dict:
     """``torch.load`` of a checkpoint file with clear errors: ``FileNotFoundError`` for a missing file or
@@ -96,13 +181,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     ``data_info`` (dataset, encoding, normalisation: what :func:`qidbm.data.decode` needs to
     turn samples into pixels) and the training hyperparameters. The model is in eval mode.
     """
-    from qidbm.lightning.module import check_checkpoint
-
     p = Path(path)
     ckpt = read_checkpoint(p, map_location=map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{p} is a torch file but not a checkpoint written by `qidbm fit` (no 'state_dict'); "
-                              "pass the .ckpt file from the run's checkpoints folder")
+        raise CheckpointError(not_a_checkpoint_message(p, " (no 'state_dict')"))
     info = dict(check_checkpoint(ckpt))
     model = build_model(info["model_class"], info["model_config"])
     prefix = "model."
@@ -122,8 +204,6 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     qidbm section (model class and config, data info) and the hyperparameters, without the
     optimizer state, persistent chains and loop state (not needed by ``qidbm sample`` or
     ``qidbm evaluate``; the slim file cannot resume training). Written atomically."""
-    from qidbm.lightning.module import check_checkpoint
-
     ckpt = read_checkpoint(src)
     info = dict(check_checkpoint(ckpt))
     info["chains_per_rank"] = [None]
@@ -136,9 +216,4 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         "global_step": ckpt.get("global_step"),
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
     }
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(slim, tmp)
-    os.replace(tmp, dst)
-    return dst
+    return atomic_save(slim, dst)

@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from qidbm.preflight import check_device_arg, check_sample_memory, output_path_problem
 
 OWN_COMMANDS = ("sample", "evaluate")
 
@@ -22,7 +23,7 @@ def _lightning_cli(args: list[str] | None) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     class QidbmCLI(LightningCLI):
-        """LightningCLI that installs the reliability defaults (qidbm.lightning.reliability):
+        """LightningCLI that installs the reliability defaults (qidbm.lightning):
         atomic checkpoint writes (AtomicCheckpointIO) unless the config names a CheckpointIO
         plugin, a numerical-fault guard (FaultGuard(), on_fault="raise") unless the config
         lists a FaultGuard of its own (e.g. one with on_fault: restore), MidEpochResume (a
@@ -38,7 +39,7 @@ def _lightning_cli(args: list[str] | None) -> None:
             # error otherwise) and come from the config's module class; a config that names its module
             # is used as given (BoltzmannModule reports and applies what differs from the checkpoint);
             # only a config without a model takes the checkpoint's hyperparameters, as in Lightning.
-            from qidbm.checkpoint import CheckpointError, read_checkpoint
+            from qidbm.checkpoint import CheckpointError, not_a_checkpoint_message, read_checkpoint
 
             if not self.config.get("subcommand"):
                 return
@@ -48,8 +49,7 @@ def _lightning_cli(args: list[str] | None) -> None:
                 return  # "last", "best", "hpc" or a missing file: the trainer resolves them (and says so)
             ckpt = read_checkpoint(path, map_location="cpu")
             if not isinstance(ckpt, dict):
-                raise CheckpointError(f"{path} is a torch file but not a checkpoint written by `qidbm fit`; pass the "
-                                      ".ckpt file from the run's checkpoints folder")
+                raise CheckpointError(not_a_checkpoint_message(path))
             hparams = dict(ckpt.get("hyper_parameters") or {})
             hparams.pop("_instantiator", None)
             model = self.config[sub].get("model")
@@ -67,7 +67,7 @@ def _lightning_cli(args: list[str] | None) -> None:
         def before_fit(self):
             # lock the run folders before the fit sets its loggers up (a second run's CSVLogger would
             # delete the first run's metrics.csv there, before any callback hook)
-            from qidbm.lightning.reliability import RunLock
+            from qidbm.lightning.run_lock import RunLock
 
             for cb in self.trainer.callbacks:
                 if isinstance(cb, RunLock):
@@ -76,8 +76,11 @@ def _lightning_cli(args: list[str] | None) -> None:
         def _instantiate_trainer(self, config, callbacks):
             from lightning.pytorch.plugins.io import CheckpointIO
 
-            from qidbm.lightning.reliability import (AtomicCheckpointIO, FaultGuard, FinalCheckpoint, MidEpochResume,
-                                                     RunLock)
+            from qidbm.lightning.checkpoint_io import AtomicCheckpointIO
+            from qidbm.lightning.fault_guard import FaultGuard
+            from qidbm.lightning.final_checkpoint import FinalCheckpoint
+            from qidbm.lightning.mid_epoch_resume import MidEpochResume
+            from qidbm.lightning.run_lock import RunLock
 
             plugins = config.get("plugins")
             plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -136,93 +139,12 @@ def _resolve(class_path: str):
         return None
 
 
-# ---------------------------------------------------------------- checks before expensive work
-def available_memory_bytes() -> int | None:
-    """Memory this process can still take (``MemAvailable``, capped by a cgroup limit), or None if unknown."""
-    avail = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        avail = None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-        if limit != "max":
-            free = int(limit) - used
-            avail = free if avail is None else min(avail, free)
-    except (OSError, ValueError):
-        pass
-    return avail
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
-
-
-def check_sample_memory(num_samples: int, n_visible: int, device, option: str = "--num-samples",
-                        copies: int = 3, bytes_per_value: int = 4) -> None:
-    """``MemoryError`` (with the numbers and the fix) when ``num_samples`` samples of ``n_visible``
-    float32 values (``copies`` live copies: the batches, their concatenation and the images) cannot fit."""
-    import torch
-
-    need = num_samples * n_visible * bytes_per_value * copies
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        have, where = free, f"free on {dev}"
-    else:
-        have, where = available_memory_bytes(), "available"
-    if have is not None and need > have:
-        fit = max(int(have // (n_visible * bytes_per_value * copies)), 0)
-        raise MemoryError(
-            f"{option} {num_samples} needs about {_gb(need)} of memory ({num_samples} samples x {n_visible} values x "
-            f"{bytes_per_value} bytes x {copies} copies) but {_gb(have)} is {where}: nothing was sampled. Draw at most "
-            f"about {fit} samples per call (several calls with different --seed give more)"
-        )
-
-
-def output_path_problem(path, *, folder: bool) -> str | None:
-    """Why ``path`` cannot be written (a file to write, or a folder to create when ``folder``), or None."""
-    p = Path(path).expanduser()
-    if p.exists():
-        if folder and not p.is_dir():
-            return f"{p} is a file, not a folder"
-        if not folder and p.is_dir():
-            return f"{p} is a folder; give a file name"
-        if not os.access(p, os.W_OK):
-            return f"{p} is not writable (permission denied)"
-        return None
-    anc = p.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        return f"cannot create {p}: {anc} is a file, not a folder"
-    if not os.access(anc, os.W_OK | os.X_OK):
-        return f"cannot create {p}: {anc} is not writable (permission denied)"
-    return None
-
-
-def check_device_arg(device: str) -> str | None:
-    """The error message for an unusable ``--device``, or None."""
-    from qidbm.checkpoint import check_device
-
-    try:
-        check_device(device)
-    except ValueError as e:
-        return f"--device: {e}"
-    return None
-
-
 def _sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qidbm sample", description="Draw samples from a qidbm checkpoint.")
     p.add_argument("--ckpt", required=True, help="checkpoint written by `qidbm fit` (.ckpt)")
     p.add_argument("--num-samples", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", default="samples", help="output folder, or a .png file path (default ./samples)")
-    from qidbm.sampling import add_sampling_arguments
+    from qidbm.samplers.arguments import add_sampling_arguments
 
     add_sampling_arguments(p)
     return p
@@ -240,9 +162,11 @@ def cmd_sample(argv: list[str]) -> int:
     import numpy as np
     import torch
 
+    from qidbm.atomic import atomic_write
     from qidbm.checkpoint import load_checkpoint
     from qidbm.lightning.callbacks import save_grid, visible_to_images
-    from qidbm.sampling import draw_samples, spec_from_arguments
+    from qidbm.samplers import drawing
+    from qidbm.samplers.arguments import spec_from_arguments
 
     a = _sample_parser().parse_args(argv)
     if a.num_samples < 1:
@@ -268,8 +192,7 @@ def cmd_sample(argv: list[str]) -> int:
         data = torch.cat([b for _, b in zip(range(-(-a.num_samples // dm.batch_size)), dm.train_dataloader())])
     g = torch.Generator(device=a.device)
     g.manual_seed(a.seed)
-    sampler = spec.sampler()
-    x = draw_samples(model, a.num_samples, spec, data=data, generator=g, progress=True, sampler=sampler)
+    x, stats = drawing.draw(model, a.num_samples, spec, data=data, generator=g, progress=True)
     images = visible_to_images(x, info.get("data_info"))
     if out.suffix.lower() == ".png":
         png, arr = out, out.with_suffix(".npy")
@@ -277,12 +200,10 @@ def cmd_sample(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         png, arr = out / "samples.png", out / "samples.npy"
     save_grid(images[: min(len(images), 400)], png)
-    tmp = arr.with_name(arr.stem + ".tmp.npy")
-    np.save(tmp, images.numpy())
-    tmp.replace(arr)
+    atomic_write(arr, lambda f: np.save(f, images.numpy()), fsync=False)
     print(f"model: {info['model_class']} {info['model_config']}")
     print(f"sampling: {spec.describe()}")
-    for l, rate in sampler.acceptance().items():
+    for l, rate in stats.acceptance().items():
         print(f"acceptance rate (quantum layer {l}): {float(rate):.4f}")
     dataset = (info.get("data_info") or {}).get("dataset")
     from qidbm.metrics.classifier import CLASSIFIER_FILES, class_coverage
@@ -317,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_evaluate(argv[1:])
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from qidbm.lightning.reliability import SIGTERM_EXIT_STATUS
+    from qidbm.lightning.final_checkpoint import SIGTERM_EXIT_STATUS
 
     try:
         _lightning_cli(None if from_sys else argv)

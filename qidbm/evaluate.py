@@ -16,7 +16,7 @@ PAPER_PRESET = "paper"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from qidbm.sampling import add_sampling_arguments
+    from qidbm.samplers.arguments import add_sampling_arguments
 
     p = argparse.ArgumentParser(prog="qidbm evaluate",
                                 description="FID (pytorch-fid Inception pool3, test set), sample diagnostics (class "
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _argument_problem(a: argparse.Namespace) -> str | None:
     """What is wrong with the arguments (checked before any work), or None."""
-    from qidbm.cli import check_device_arg, output_path_problem
+    from qidbm.preflight import check_device_arg, output_path_problem
 
     if a.prc_samples < 0 or a.copy_samples < 0:
         return f"--prc-samples and --copy-samples must be >= 0 (0 skips), got {a.prc_samples} and {a.copy_samples}"
@@ -79,7 +79,7 @@ def _argument_problem(a: argparse.Namespace) -> str | None:
 def cmd_evaluate(argv: list[str]) -> int:
 
     from qidbm.checkpoint import load_checkpoint
-    from qidbm.cli import check_sample_memory
+    from qidbm.preflight import check_sample_memory
     from qidbm.data import datamodule_from_info
     a = _parser().parse_args(argv)
     if a.fid_batch_size is None:  # measured by bench/fid_speed.py: small batches are faster on CPU
@@ -186,7 +186,8 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 
 def _specs(a: argparse.Namespace, info: dict) -> list:
     """The samplings to score: the paper preset's two, else the one the options and checkpoint give."""
-    from qidbm.sampling import SamplingSpec, spec_from_arguments
+    from qidbm.samplers.arguments import spec_from_arguments
+    from qidbm.samplers.drawing import SamplingSpec
 
     if a.preset == PAPER_PRESET:
         step = a.quantum_step or "paper"
@@ -203,17 +204,16 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
 
     from qidbm.lightning.callbacks import save_grid, visible_to_images
     from qidbm.metrics import compute_fid, frechet_distance, reference_stats
-    from qidbm.sampling import draw_samples
+    from qidbm.samplers import drawing
 
     data = None
     if spec.start != "noise":
         data = torch.cat([b for _, b in zip(range(-(-a.num_samples // dm.batch_size)), dm.train_dataloader())])
-    sampler = spec.sampler()
     t0 = time.time()
-    x = draw_samples(model, a.num_samples, spec, data=data, generator=g, progress=True, sampler=sampler)
+    x, stats = drawing.draw(model, a.num_samples, spec, data=data, generator=g, progress=True)
     out: dict = {"sampling": spec.describe(), "num_samples": a.num_samples, "sampling_seconds": round(time.time() - t0, 2)}
     images = visible_to_images(x, data_info)
-    for l, rate in sampler.acceptance().items():
+    for l, rate in stats.acceptance().items():
         print(f"acceptance rate (quantum layer {l}): {float(rate):.4f}")
         out[f"acceptance_layer{l}"] = float(rate)
     if save:

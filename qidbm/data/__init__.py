@@ -12,7 +12,7 @@
 - ``python -m qidbm.data.stats``: sizes, mean pixels, loader speed, std-floor effects.
 """
 
-from .batching import IndexBatchSampler, TensorBatchDataset
+from .batching import IndexBatchSampler, ResumableDataLoader, TensorBatchDataset
 from .datamodules import (
     DATAMODULES,
     CelebADataModule,
@@ -51,6 +51,7 @@ __all__ = [
     "IDXError",
     "ImageDataModule",
     "IndexBatchSampler",
+    "ResumableDataLoader",
     "MNISTDataModule",
     "TensorBatchDataset",
     "compute_normalization",

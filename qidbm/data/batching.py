@@ -11,6 +11,11 @@ A batch is one fancy-indexing gather plus one vectorised encode, with no per-sam
 :class:`IndexBatchSampler` yields lists of indices (one list per batch) and shards them
 across DDP ranks itself, so it subclasses ``DistributedSampler`` only so that Lightning's
 ``use_distributed_sampler`` recognises it as already distributed and leaves it alone.
+
+Mid-epoch resume: :class:`ResumableDataLoader` has ``state_dict``/``load_state_dict`` (Lightning's
+``_Stateful``), so Lightning's fit loop saves its position (epoch and batches handed out) in every
+checkpoint and gives it back on a resume; :meth:`IndexBatchSampler.load_state_dict` then starts the
+next iteration at that batch of that epoch's permutation.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .encodings import Encoder
 
-__all__ = ["IndexBatchSampler", "TensorBatchDataset"]
+__all__ = ["IndexBatchSampler", "ResumableDataLoader", "TensorBatchDataset"]
 
 
 class TensorBatchDataset(Dataset):
@@ -67,6 +72,12 @@ class IndexBatchSampler(DistributedSampler):
     ``num_replicas``/``rank`` default to the initialised process group (1 and 0 without one).
     Lightning calls :meth:`set_epoch` before every epoch; in a plain loop that does not, each
     new iteration advances the epoch by itself, so the order still changes between epochs.
+
+    :meth:`state_dict`/:meth:`load_state_dict`: the position ``{"epoch", "batches_done"}``; after
+    ``load_state_dict`` the next iteration uses that epoch's permutation and starts at batch
+    ``batches_done`` (one shot; a position at or past the epoch's end starts the next epoch). The skip
+    happens at the first batch read, so an iterator created and never read (a worker loader makes one
+    it does not use) leaves it for the next.
     """
 
     def __init__(
@@ -102,6 +113,9 @@ class IndexBatchSampler(DistributedSampler):
         self.rank = int(rank)
         self.epoch = 0
         self._epoch_was_set = True  # the first iteration uses epoch 0
+        self._skip = 0  # batches to skip at the start of the next iteration (load_state_dict)
+        self._iter_skip = 0  # batches the current iteration skipped
+        self._yielded = 0  # batches yielded by the current iteration
         if self.drop_last:
             self.num_samples = self.n // self.num_replicas  # per rank
         else:
@@ -128,14 +142,35 @@ class IndexBatchSampler(DistributedSampler):
             perm = perm.repeat(reps)[: self.total_size]
         return perm[self.rank : self.total_size : self.num_replicas]
 
+    def state_dict(self) -> dict[str, int]:
+        """The position of the current iteration: its epoch and the batches it has yielded.
+
+        A ``DataLoader`` with worker processes reads ahead of the batches it has handed out, so
+        :class:`ResumableDataLoader` reports its own count instead.
+        """
+        return {"epoch": self.epoch, "batches_done": self._skip or self._iter_skip + self._yielded}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Start the next iteration at batch ``batches_done`` of epoch ``epoch``."""
+        epoch, done = int(state_dict["epoch"]), int(state_dict["batches_done"])
+        if done >= len(self):  # the epoch was complete: the next one starts from its first batch
+            epoch, done = epoch + 1, 0
+        self.set_epoch(epoch)
+        self._skip = done
+
     def __iter__(self) -> Iterator[list[int]]:
         if not self._epoch_was_set:
             self.epoch += 1
         self._epoch_was_set = False
+        skip, self._skip = self._skip, 0
+        self._iter_skip, self._yielded = skip, 0
         shard = self.shard_indices()
-        for batch in torch.split(shard, self.batch_size):
+        for i, batch in enumerate(torch.split(shard, self.batch_size)):
             if self.drop_last and batch.numel() < self.batch_size:
                 break
+            if i < skip:
+                continue
+            self._yielded += 1
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -143,3 +178,31 @@ class IndexBatchSampler(DistributedSampler):
         if self.drop_last:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over an :class:`IndexBatchSampler` whose position Lightning saves and restores.
+
+    ``state_dict``/``load_state_dict`` make it ``_Stateful`` for Lightning: the fit loop stores
+    ``state_dict()`` in every checkpoint (``loops.fit_loop.state_dict.combined_loader``) and calls
+    ``load_state_dict`` on a resume before it creates the first iterator, so a resume from a
+    mid-epoch checkpoint sees the batches the stopped run had not trained on yet, in the same order.
+    The position counts the batches this loader handed out (the sampler, read ahead by worker
+    processes, would count more).
+    """
+
+    _last_iterator = None
+
+    def _get_iterator(self):
+        self._last_iterator = super()._get_iterator()
+        return self._last_iterator
+
+    def state_dict(self) -> dict[str, int]:
+        sampler: IndexBatchSampler = self.sampler
+        if sampler._skip or self._last_iterator is None:  # restored and not read yet, or never read
+            return {"epoch": sampler.epoch, "batches_done": sampler._skip}
+        handed_out = int(getattr(self._last_iterator, "_num_yielded", 0))
+        return {"epoch": sampler.epoch, "batches_done": sampler._iter_skip + handed_out}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state_dict)

@@ -25,7 +25,6 @@ import importlib
 import inspect
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -36,7 +35,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .batching import IndexBatchSampler, TensorBatchDataset
+from qidbm.atomic import atomic_save
+
+from .batching import IndexBatchSampler, ResumableDataLoader, TensorBatchDataset
 from .encodings import ENCODINGS, NORMALIZATIONS, Encoder, compute_normalization, make_info, n_visible_for, validate_info
 from .roots import DataNotFoundError, prepare_idx_root, resolve_cache_dir, resolve_data_root
 
@@ -237,6 +238,11 @@ class ImageDataModule(L.LightningDataModule):
         return self.encoder.decode(x)
 
     # ------------------------------------------------------------------ loaders
+    #: train_dataloader returns a ResumableDataLoader (Lightning restores its position on a mid-epoch
+    #: resume); set by qidbm.lightning.MidEpochResume (which qidbm fit installs by default) and by a
+    #: resume from a checkpoint written with one
+    resumable_train_loader: bool = False
+
     def _loader(self, pixels: Tensor, *, train: bool) -> DataLoader:
         sampler = IndexBatchSampler(
             pixels.shape[0],
@@ -251,7 +257,9 @@ class ImageDataModule(L.LightningDataModule):
                 f"{sampler.num_replicas} ranks), fewer than batch_size={self.batch_size}, and training drops "
                 "incomplete batches: lower batch_size or val_size"
             )
-        return DataLoader(
+        # a resumable training loader: Lightning saves its position in checkpoints and restores it
+        loader_class = ResumableDataLoader if train and self.resumable_train_loader else DataLoader
+        return loader_class(
             TensorBatchDataset(pixels, self.encoder),
             batch_size=None,  # the sampler yields whole batches; no collation
             sampler=sampler,
@@ -297,11 +305,18 @@ class ImageDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Saved in Lightning checkpoints: the data info (so samples can be decoded without data)."""
-        return {"data_info": json.loads(json.dumps(self.data_info()))}
+        """Saved in Lightning checkpoints: the data info (so samples can be decoded without data), and
+        whether the training loader was resumable (its position is then in the checkpoint too)."""
+        state: dict[str, Any] = {"data_info": json.loads(json.dumps(self.data_info()))}
+        if self.resumable_train_loader:
+            state["resumable_train_loader"] = True
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """On resume, refuse data whose encoding differs from the checkpoint's."""
+        """On resume, refuse data whose encoding differs from the checkpoint's; a checkpoint with the
+        training loader's position gets a resumable loader (Lightning restores the position into it)."""
+        if state_dict.get("resumable_train_loader"):
+            self.resumable_train_loader = True
         saved = state_dict.get("data_info")
         if saved is None:
             return
@@ -533,15 +548,7 @@ class CelebADataModule(ImageDataModule):
         pixels = torch.cat(
             [b for b in tqdm(loader, desc=f"CelebA {split} -> {self.image_size}px", leave=False, disable=len(loader) < 4)]
         ).contiguous()
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(pixels, tmp)
-            os.replace(tmp, cached)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_save(pixels, cached, mode=0o600, fsync=False)
         return pixels
 
 

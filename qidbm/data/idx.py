@@ -20,12 +20,13 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Sequence
 
 import numpy as np
+
+from qidbm.atomic import atomic_write
 
 __all__ = [
     "IDX_TYPES",
@@ -276,17 +277,14 @@ def decompress_idx(
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise IDXError(f"{src}: IDX file not found.")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            header, total = _stream_gz(src, sink)
+    found = {}
+
+    def write(sink) -> None:
+        header, total = _stream_gz(src, sink)
         _check_expectations(header, src, expected_magic, expected_shape)
         _check_size(header, total, src)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared by users / ranks
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return header
+        found["header"] = header
+
+    # mode 0644: the cache may be shared by users / ranks
+    atomic_write(dst, write, mode=0o644, fsync=False)
+    return found["header"]

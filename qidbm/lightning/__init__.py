@@ -1,17 +1,25 @@
 """Lightning integration: the DO-EM/CD training module, callbacks, loggers and fault handling."""
 
+from qidbm.checkpoint import check_checkpoint
 from qidbm.lightning.callbacks import FIDCallback, SampleGrid, save_grid, visible_to_images
+from qidbm.lightning.checkpoint_io import AtomicCheckpointIO
+from qidbm.lightning.fault_guard import FaultGuard, NumericalFaultError
+from qidbm.lightning.final_checkpoint import FinalCheckpoint
 from qidbm.lightning.loggers import WandbLogger
-from qidbm.lightning.module import BoltzmannModule, check_checkpoint
-from qidbm.lightning.reliability import AtomicCheckpointIO, FaultGuard, MidEpochResume, NumericalFaultError
+from qidbm.lightning.mid_epoch_resume import MidEpochResume
+from qidbm.lightning.module import BoltzmannModule
+from qidbm.lightning.run_lock import RunFolderInUseError, RunLock
 
 __all__ = [
     "AtomicCheckpointIO",
     "BoltzmannModule",
     "FIDCallback",
     "FaultGuard",
+    "FinalCheckpoint",
     "MidEpochResume",
     "NumericalFaultError",
+    "RunFolderInUseError",
+    "RunLock",
     "SampleGrid",
     "WandbLogger",
     "check_checkpoint",

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from qidbm.sampling import SamplingSpec, draw_samples
+from qidbm.samplers.drawing import SamplingSpec
 
 
 def visible_to_images(x: Tensor, data_info: dict | None) -> Tensor:
@@ -60,8 +60,11 @@ def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) 
 
 
 def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int, spec: SamplingSpec, seed: int) -> Tensor:
-    """Samples of ``pl_module.model`` drawn with ``spec`` and their own generator (seeded by
-    ``seed``), so that evaluation never perturbs the training chains' random stream."""
+    """:func:`qidbm.samplers.drawing.draw` for a module in training: ``pl_module.model`` sampled with
+    ``spec`` and a generator of its own (seeded by ``seed``), so that evaluation never perturbs the
+    training chains' random stream; the module is put in eval mode meanwhile."""
+    from qidbm.samplers.drawing import draw
+
     data = None
     if spec.start != "noise":
         data = torch.cat([b[0] if isinstance(b, (list, tuple)) else b for b in trainer.datamodule.train_dataloader()])
@@ -70,7 +73,7 @@ def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int
     was_training = pl_module.training
     pl_module.eval()
     try:
-        return draw_samples(pl_module.model, num, spec, data=data, generator=g)
+        return draw(pl_module.model, num, spec, data=data, generator=g)[0]
     finally:
         pl_module.train(was_training)
 

@@ -22,12 +22,13 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from qidbm.models import MODEL_CLASSES, BoltzmannMachine
+from qidbm.checkpoint import check_checkpoint, checkpoint_section
+from qidbm.models import BoltzmannMachine
 from qidbm.models.base import State
 from qidbm.quantum import qubit_prob_one
-from qidbm.samplers import GibbsSampler, bernoulli
+from qidbm.samplers.chain import ChainStats, bernoulli
+from qidbm.samplers.kernels import PaperStep, make_kernel
 
-CHECKPOINT_FORMAT = 1
 NegativeStart = Literal["data", "persistent", "local_mode", "data_local_mode", "noise"]
 
 
@@ -57,7 +58,9 @@ class BoltzmannModule(L.LightningModule):
         quantum_step: ``"paper"`` (the DO-EM paper's Z-basis step) or ``"exact"``
             (Metropolis-corrected, exact for Gamma != 0); used by every chain.
         visible_step, langevin_steps, langevin_step_size: Gaussian visibles: ``"gibbs"`` or
-            ``"langevin"`` (Gibbs-Langevin of Liao et al. 2022).
+            ``"langevin"`` (Gibbs-Langevin of Liao et al. 2022). These four options name the
+            transition kernel (:func:`qidbm.samplers.kernels.make_kernel`), ``self.kernel``; the
+            exact step's acceptance of the negative chains is logged as ``train/acceptance/layer{l}``.
         lr, momentum, weight_decay: the default optimizer, SGD (the DO-EM paper's; a CLI
             ``optimizer:`` section replaces it).
         init_visible_bias: set visible biases from the training data's marginals at the start
@@ -109,14 +112,14 @@ class BoltzmannModule(L.LightningModule):
             raise ValueError(f"persistent_update must be 'sweep' or 'fused', got {persistent_update!r}")
         if positive not in ("gibbs", "mean_field", "local_mode"):
             raise ValueError(f"positive must be 'gibbs', 'mean_field' or 'local_mode', got {positive!r}")
-        from qidbm.lightning.reliability import check_module_arguments
+        from qidbm.lightning.argument_checks import check_module_arguments
 
         check_module_arguments(num_chains=num_chains, positive_steps=positive_steps, lr=lr, momentum=momentum,
                                weight_decay=weight_decay, langevin_steps=langevin_steps,
                                langevin_step_size=langevin_step_size)
         self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.sampler = GibbsSampler(
+        self.kernel = make_kernel(
             quantum_step=quantum_step,
             visible_step=visible_step,
             langevin_steps=langevin_steps,
@@ -190,7 +193,7 @@ class BoltzmannModule(L.LightningModule):
             m.layer_bias(0).copy_(torch.log(p) - torch.log1p(-p))
 
     def on_fit_start(self) -> None:
-        from qidbm.lightning.reliability import optimizer_settings
+        from qidbm.lightning.resume_checks import optimizer_settings
 
         # the optimizers as configured (before a checkpoint's optimizer state is restored onto them)
         self._optimizer_settings = optimizer_settings(self.trainer.optimizers) if self._trainer is not None else None
@@ -216,7 +219,7 @@ class BoltzmannModule(L.LightningModule):
         # cd_steps, ...) applies the new values and says so (torch would silently keep the old lr)
         resume, self._resume = self._resume, None
         if resume is not None:
-            from qidbm.lightning.reliability import apply_changed_settings_on_resume
+            from qidbm.lightning.resume_checks import apply_changed_settings_on_resume
 
             apply_changed_settings_on_resume(self.trainer, resume, dict(self.hparams), self._optimizer_settings)
 
@@ -237,11 +240,11 @@ class BoltzmannModule(L.LightningModule):
         if self.hparams.positive == "local_mode":
             from qidbm.samplers.taniguchi import taniguchi_chain
 
-            return taniguchi_chain(m, v, v.shape[0], self.sampler, self._generator)
+            return taniguchi_chain(m, v, v.shape[0], self.kernel, self._generator)[0]
         # a short mean-field pass only initialises the clamped chain
         mf = m.mean_field(v, num_iters=2)
         state = [v] + [bernoulli(p, self._generator) for p in mf[1:]]
-        return self.sampler.run(m, state, self.hparams.positive_steps, clamped=(0,), generator=self._generator)
+        return self.kernel.run(m, state, self.hparams.positive_steps, clamped=(0,), generator=self._generator)[0]
 
     @property
     def _reuses_free_energy_fields(self) -> bool:
@@ -254,7 +257,7 @@ class BoltzmannModule(L.LightningModule):
         return (
             self.hparams.get("persistent_update", "sweep") == "fused"
             and self.hparams.negative_start == "persistent"
-            and (self.sampler.quantum_step == "paper" or not m.quantum_layers)
+            and (isinstance(self.kernel, PaperStep) or not m.quantum_layers)
             and set(self.summed_layers) == set(range(1, m.num_layers, 2))
         )
 
@@ -265,6 +268,11 @@ class BoltzmannModule(L.LightningModule):
         With :attr:`_reuses_free_energy_fields` the odd layers of the returned state are the
         previous ones (the loss sums them out); :meth:`doem_loss` draws their new values.
         """
+        return self._negative_chains(v)[0]
+
+    @torch.no_grad()
+    def _negative_chains(self, v: Tensor) -> tuple[State, ChainStats]:
+        """:meth:`negative_phase` and the statistics of the negative chains (the kernel's acceptance)."""
         m, g, start = self.model, self._generator, self.hparams.negative_start
         if start == "persistent":
             n = self.hparams.num_chains or v.shape[0]
@@ -273,27 +281,29 @@ class BoltzmannModule(L.LightningModule):
             state = self._chains
             if self._reuses_free_energy_fields:
                 k = self.hparams.cd_steps
-                return self.sampler.run_half_sweeps(m, state, [0] + [1, 0] * (k - 1), generator=g)
+                return self.kernel.run_half_sweeps(m, state, [0] + [1, 0] * (k - 1), generator=g)
         elif start == "noise":
             state = m.random_state(v.shape[0], g)
         elif start == "local_mode":
             from qidbm.samplers.taniguchi import taniguchi_chain
 
-            return taniguchi_chain(m, None, v.shape[0], self.sampler, g)
+            return taniguchi_chain(m, None, v.shape[0], self.kernel, g)
         elif start == "data_local_mode":
             state = m.local_mode(v)
         else:
             # the first half-sweep redraws the odd layers: a short mean field only seeds the even ones
             state = [v] + [bernoulli(p, g) for p in m.mean_field(v, num_iters=1 if m.num_layers == 2 else 2)[1:]]
-        state = self.sampler.run(m, state, self.hparams.cd_steps, generator=g)
+        state, stats = self.kernel.run(m, state, self.hparams.cd_steps, generator=g)
         if start == "persistent":
             self._chains = state
-        return state
+        return state, stats
 
     def doem_loss(self, v: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The DO-EM / CD loss and its terms for a batch of visible vectors."""
+        """The DO-EM / CD loss and its terms for a batch of visible vectors: the two free-energy
+        terms and, with the exact quantum step, the negative chains' acceptance per quantum layer
+        (``acceptance/layer{l}``)."""
         pos = self.positive_phase(v)
-        neg = self.negative_phase(v)
+        neg, neg_stats = self._negative_chains(v)
         # one forward/backward over [positive; negative] rows: larger matrix products
         n_pos = pos[0].shape[0]
         both = [None if p is None else torch.cat([p, q.to(p.dtype)]) for p, q in zip(pos, neg)]
@@ -313,14 +323,17 @@ class BoltzmannModule(L.LightningModule):
             self._batch_means = self._positive_means(pos, fields, n_pos)
         f_pos, f_neg = f[:n_pos].mean(), f[n_pos:].mean()
         loss = f_pos - f_neg
-        return loss, {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
+        terms = {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
+        for l, a in neg_stats.acceptance().items():
+            terms[f"acceptance/layer{l}"] = a.float()
+        return loss, terms
 
     # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         v = _as_visible(batch)
         if not self._first_batch_checked:
             # the first batch of each fit only: shape, dtype, finiteness, range/encoding (cheap)
-            from qidbm.lightning.reliability import validate_batch_for_model
+            from qidbm.lightning.batch_checks import validate_batch_for_model
 
             validate_batch_for_model(v, self.model, self.data_info)
             self._first_batch_checked = True
@@ -332,10 +345,6 @@ class BoltzmannModule(L.LightningModule):
             self.log(f"train/{k}", t, batch_size=bs)
         for l in self.model.quantum_layers:
             self.log(f"train/gamma_mean/layer{l}", self.model.transverse_parameter(l).detach().abs().mean(), batch_size=bs)
-        if self.sampler.quantum_step == "exact":
-            for l, a in self.sampler.acceptance().items():
-                self.log(f"train/acceptance/layer{l}", a.float(), batch_size=bs)
-            self.sampler.reset_acceptance()
         if self._trainer is not None and batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
             self.log("train/reconstruction_error", self.reconstruction_error(v), batch_size=bs)
         opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
@@ -399,19 +408,17 @@ class BoltzmannModule(L.LightningModule):
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             per_rank = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(per_rank, (chains, gen))
-        checkpoint["qidbm"] = {
-            "format_version": CHECKPOINT_FORMAT,
-            "model_class": type(self.model).__name__,
-            "model_config": self.model.config(),
-            "data_info": self.data_info,
-            "chains_per_rank": [c for c, _ in per_rank],
-            "generator_state_per_rank": [g for _, g in per_rank],
-            "optimizer_settings": self._optimizer_settings,
-            "centering_offsets": None if self._offsets is None else [o.detach().cpu() for o in self._offsets],
-        }
+        checkpoint["qidbm"] = checkpoint_section(
+            model=self.model,
+            data_info=self.data_info,
+            chains_per_rank=[c for c, _ in per_rank],
+            generator_state_per_rank=[g for _, g in per_rank],
+            optimizer_settings=self._optimizer_settings,
+            centering_offsets=None if self._offsets is None else [o.detach().cpu() for o in self._offsets],
+        )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        from qidbm.lightning.reliability import check_resume_matches
+        from qidbm.lightning.resume_checks import check_resume_matches
 
         info = check_checkpoint(checkpoint, expected_class=type(self.model).__name__)
         # before Lightning loads the weights: other layer sizes or other data are clear errors
@@ -434,36 +441,6 @@ class BoltzmannModule(L.LightningModule):
         self._chains = chains[min(rank, len(chains) - 1)]
         self._restored_generator_state = gens[min(rank, len(gens) - 1)]
         self._offsets = info.get("centering_offsets")
-
-
-def check_checkpoint(checkpoint: dict, expected_class: str | None = None) -> dict:
-    """Validate the qidbm section of a checkpoint and return it (clear errors otherwise)."""
-    info = checkpoint.get("qidbm")
-    if info is None:
-        module = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-        if isinstance(module, str) and module.rsplit(".", 1)[-1] != "BoltzmannModule":
-            raise ValueError(
-                f"this checkpoint was written by `qidbm fit` for a {module}, not for a Boltzmann machine "
-                "(qidbm.lightning.BoltzmannModule): `qidbm sample` and `qidbm evaluate` read Boltzmann machine "
-                f"checkpoints only, and a BoltzmannModule config cannot resume it; load it with "
-                f"{module}.load_from_checkpoint(PATH) or resume it with its own config"
-            )
-        raise ValueError(
-            "this checkpoint has no 'qidbm' section: it was not written by `qidbm fit` for a Boltzmann machine "
-            "(or predates checkpoint format 1); retrain with this version of qidbm"
-        )
-    fmt = info.get("format_version")
-    if fmt != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {fmt} is not supported by this qidbm (format {CHECKPOINT_FORMAT})")
-    cls = info.get("model_class")
-    if cls not in MODEL_CLASSES:
-        raise ValueError(f"checkpoint model class {cls!r} is unknown; known: {sorted(MODEL_CLASSES)}")
-    if expected_class is not None and cls != expected_class:
-        raise ValueError(
-            f"this checkpoint holds a {cls} but the module was built with a {expected_class}; "
-            f"use a config whose model is {cls}, or load it with qidbm.load_checkpoint"
-        )
-    return info
 
 
 def _as_visible(batch: Any) -> Tensor:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qidbm.atomic import atomic_write
 from qidbm.metrics.fid import FIDAccumulator, ImagesLike
 from qidbm.metrics.inception import weights_identity
 
@@ -93,15 +93,8 @@ def _load_stats(path: Path, canon: str, wid: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _save_stats_atomic(path: Path, **arrays: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object, so numpy does not append ".npz"
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # readers see the old file or the whole new one; a file object, so numpy does not append ".npz"
+    atomic_write(path, lambda f: np.savez(f, **arrays), mode=0o600, fsync=False)
 
 
 def reference_stats(

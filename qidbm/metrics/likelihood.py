@@ -25,7 +25,8 @@ from torch import Tensor
 
 from qidbm.models.base import BoltzmannMachine, State
 from qidbm.quantum import softplus
-from qidbm.samplers import GibbsSampler, bernoulli
+from qidbm.samplers.chain import bernoulli
+from qidbm.samplers.kernels import ExactStep
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -212,7 +213,7 @@ def ais_log_partition(
         ]).double()
     betas = betas.double()
     summed = model.default_summed_layers()
-    sampler = GibbsSampler("exact")
+    kernel = ExactStep()
 
     # exact draw from p_0: visibles from the base rate (or N(mu, s^2)), hidden layers uniform
     def f_beta(beta: float, st: State) -> Tensor:
@@ -239,7 +240,7 @@ def ais_log_partition(
     for k in steps:
         b_prev, b = float(betas[k - 1]), float(betas[k])
         log_w += f_beta(b_prev, st) - f_beta(b, st)
-        st = sampler.run(ScaledModel(model, b, a0), st, 1, generator=generator)
+        st, _ = kernel.run(ScaledModel(model, b, a0), st, 1, generator=generator)
     log_z0 = _log_z0(model, a0, summed)
     lw = log_w - log_w.max()
     w = torch.exp(lw)

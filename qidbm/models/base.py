@@ -303,32 +303,6 @@ class BoltzmannMachine(nn.Module):
                 changed = torch.zeros((), dtype=torch.bool, device=v.device)
         return states
 
-    def sample(
-        self,
-        num_samples: int,
-        num_steps: int = 1000,
-        sampler=None,
-        start: State | None = None,
-        output: str = "sample",
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-    ) -> Tensor:
-        """Draw visible samples by running ``num_steps`` block Gibbs sweeps from ``start``
-        (uniform noise by default). ``output``: ``"sample"`` (the last visible sample) or
-        ``"mean"`` (its conditional mean given the last hidden state).
-        ``sampler`` defaults to the paper's Gibbs step (:class:`qidbm.samplers.GibbsSampler`)."""
-        from qidbm.samplers import GibbsSampler
-
-        sampler = sampler or GibbsSampler()
-        with torch.no_grad():
-            state = start if start is not None else self.random_state(num_samples, generator)
-            state = sampler.run(self, state, num_steps, generator=generator, progress=progress)
-            if output == "mean":
-                return self.conditional(0, state)[0]
-            if output == "sample":
-                return state[0]
-            raise ValueError(f"output must be 'sample' or 'mean', got {output!r}")
-
     def extra_repr(self) -> str:
         q = f", quantum_layers={list(self.quantum_layers)}" if self.quantum_layers else ""
         g = ", gaussian_visible=True" if self.gaussian_visible else ""

@@ -9,8 +9,8 @@ A chain of their estimator, with v clamped in the positive phase:
    (a quantum layer through its closed form ``P(n = 1)``; a Gaussian visible layer to its
    conditional mean), the even or the odd block first as drawn once per chain, repeated until a
    sweep changes nothing: a local mode;
-3. :func:`random_order_gibbs_sweep`: one block Gibbs sweep, its block order drawn per chain (quantum
-   layers by the DO-EM paper's Z-basis step);
+3. :func:`random_order_gibbs_sweep`: one sweep of a kernel (:mod:`qidbm.samplers.kernels`), its block
+   order drawn per chain (their quantum layers: the DO-EM paper's Z-basis step, :class:`PaperStep`);
 4. :func:`coupling`: Metropolis-Hastings steps whose proposal draws every unclamped classical layer
    uniformly at random, independently of the current state, repeated until a step is rejected.
    The target is ``exp(-F_Q(x))``, the energy with the quantum layers traced out in closed form
@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from qidbm.models.base import BoltzmannMachine, State
-from qidbm.samplers.gibbs import GibbsSampler, bernoulli
+from qidbm.samplers.chain import ChainStats, bernoulli
+from qidbm.samplers.kernels import BlockGibbsKernel
 
 
 def random_orders(num_chains: int, generator: torch.Generator | None, device) -> Tensor:
@@ -94,19 +95,22 @@ def local_search(
 def random_order_gibbs_sweep(
     model: BoltzmannMachine,
     state: State,
-    sampler: GibbsSampler,
+    kernel: BlockGibbsKernel,
     clamped: Iterable[int] = (),
     generator: torch.Generator | None = None,
-) -> State:
-    """One block Gibbs sweep per chain, the even or the odd block first by a fair coin per chain."""
+) -> tuple[State, ChainStats]:
+    """One sweep of ``kernel`` per chain, the even or the odd block first by a fair coin per chain;
+    returns the new state and the statistics of its chains."""
     state = [x.clone() for x in state]
+    stats = ChainStats()
     even_first = random_orders(state[0].shape[0], generator, state[0].device)
     for flag in (True, False):
         rows = (even_first == flag).nonzero().flatten()
         if rows.numel():
-            part = sampler.run_half_sweeps(model, _select_rows(state, rows), list(_parity_order(flag)), clamped, generator)
+            part, s = kernel.run_half_sweeps(model, _select_rows(state, rows), list(_parity_order(flag)), clamped, generator)
+            stats.merge(s)
             _scatter_rows(state, rows, part)
-    return state
+    return state, stats
 
 
 @torch.no_grad()
@@ -163,14 +167,15 @@ def taniguchi_chain(
     model: BoltzmannMachine,
     v: Tensor | None,
     num_chains: int,
-    sampler: GibbsSampler,
+    kernel: BlockGibbsKernel,
     generator: torch.Generator | None = None,
-) -> State:
+) -> tuple[State, ChainStats]:
     """One chain per row: noise, :func:`local_search`, :func:`random_order_gibbs_sweep`, :func:`coupling`.
 
     With ``v`` given the visible layer is clamped at it (the positive phase); else it moves too.
     Quantum layers keep their last Z outcome in the state, but the returned state is meant to be
-    scored by ``F_Q`` (quantum layers traced out).
+    scored by ``F_Q`` (quantum layers traced out). Returns the state and the statistics of the
+    chains' Gibbs sweep (``kernel``'s acceptance).
     """
     state = model.random_state(num_chains, generator)
     clamped: tuple[int, ...] = ()
@@ -178,6 +183,6 @@ def taniguchi_chain(
         state[0] = v.to(state[0])
         clamped = (0,)
     state = local_search(model, state, clamped, generator)
-    state = random_order_gibbs_sweep(model, state, sampler, clamped, generator)
+    state, stats = random_order_gibbs_sweep(model, state, kernel, clamped, generator)
     state, _ = coupling(model, state, clamped, generator)
-    return state
+    return state, stats

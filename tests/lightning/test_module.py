@@ -202,7 +202,7 @@ def test_module_rejects_bad_arguments():
 def test_exported_checkpoint_samples_without_data(tmp_path):
     from qidbm import load_checkpoint
     from qidbm.checkpoint import export_checkpoint
-    from qidbm.sampling import SamplingSpec, draw_samples
+    from qidbm.samplers.drawing import SamplingSpec, draw
 
     _, last = _fit_with_checkpoints(tmp_path, 1, name="x")
     slim = export_checkpoint(last, tmp_path / "slim.ckpt")
@@ -211,7 +211,7 @@ def test_exported_checkpoint_samples_without_data(tmp_path):
     m2, info = load_checkpoint(slim)
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(a, b)
-    x = draw_samples(m2, 5, SamplingSpec(num_steps=3), generator=torch.Generator().manual_seed(0))
+    x, _ = draw(m2, 5, SamplingSpec(num_steps=3), generator=torch.Generator().manual_seed(0))
     assert x.shape == (5, 4)
 
 
@@ -249,10 +249,10 @@ def test_pcd_chains_drawn_from_free_energy_fields_have_the_right_stationary_law(
         if target is not None:
             pvals.append(chi2_pvalue(counts, target))
     if target is None:  # two-sample test against the plain sweeps of the same kernel
-        from qidbm.samplers import GibbsSampler
+        from qidbm.samplers import PaperStep
 
         gen = torch.Generator().manual_seed(7)
-        plain = visible_counts(GibbsSampler("paper").run(m, m.random_state(8000, gen), 40, generator=gen)[0], 3)
+        plain = visible_counts(PaperStep().run(m, m.random_state(8000, gen), 40, generator=gen)[0][0], 3)
         table = torch.stack([fused_counts, plain]).numpy()
         table = table[:, table.sum(0) > 0]
         pvals.append(stats.chi2_contingency(table).pvalue)

@@ -165,16 +165,15 @@ def test_classical_limit_exact(classical, quantum):
         pc, pq = c.conditional(l, st)[0], q.conditional(l, st)[0]
         assert torch.allclose(pc, pq, rtol=1e-13, atol=1e-300)
     # same sampler, same random stream -> the same chains
-    from qidbm.samplers import GibbsSampler
+    from qidbm.samplers import ExactStep, PaperStep
 
-    s = GibbsSampler("paper")
-    a = s.run(c, st, 5, generator=torch.Generator().manual_seed(2))
-    b = s.run(q, st, 5, generator=torch.Generator().manual_seed(2))
+    s = PaperStep()
+    a, _ = s.run(c, st, 5, generator=torch.Generator().manual_seed(2))
+    b, _ = s.run(q, st, 5, generator=torch.Generator().manual_seed(2))
     for x, y in zip(a, b):
         assert torch.allclose(x, y, atol=1e-12)
     # at Gamma = 0 the exact step accepts every proposal
-    s = GibbsSampler("exact")
-    s.run(q, st, 5, generator=torch.Generator().manual_seed(2))
+    _, s = ExactStep().run(q, st, 5, generator=torch.Generator().manual_seed(2))
     assert s.acceptance() and all(float(r) == 1.0 for r in s.acceptance().values())
 
 

@@ -18,7 +18,8 @@ import lightning as L
 import pytest
 import torch
 
-from qidbm.lightning.reliability import AtomicCheckpointIO, atomic_torch_save
+from qidbm.checkpoint import atomic_torch_save
+from qidbm.lightning.checkpoint_io import AtomicCheckpointIO
 
 
 def _partial_then_raise(obj, f, *a, **k):
@@ -73,7 +74,7 @@ def test_truncated_checkpoint_load_names_the_file(tmp_path):
 
 SAVER = textwrap.dedent("""
     import sys, torch
-    from qidbm.lightning.reliability import AtomicCheckpointIO
+    from qidbm.lightning.checkpoint_io import AtomicCheckpointIO
     io, path = AtomicCheckpointIO(), sys.argv[1]
     i = 0
     while True:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qidbm.cli import main
 from qidbm.lightning import BoltzmannModule
-from qidbm.lightning.reliability import validate_batch_for_model
+from qidbm.lightning.batch_checks import validate_batch_for_model
 from qidbm.models import QRBM, RBM, QGRBM, QiDBM
 from tests.test_cli import TINY, make_tiny_mnist
 
@@ -255,12 +255,12 @@ def test_device_cuda_without_a_gpu_is_not_a_damaged_checkpoint(tiny, tmp_path, c
 def no_work(monkeypatch):
     """Fail the test if any sampling or AIS starts."""
     import qidbm.metrics.likelihood as likelihood
-    import qidbm.sampling as sampling
+    import qidbm.samplers.drawing as drawing
 
     def boom(*a, **k):
         raise AssertionError("the expensive part ran before the argument error")
 
-    monkeypatch.setattr(sampling, "draw_samples", boom)
+    monkeypatch.setattr(drawing, "draw", boom)
     monkeypatch.setattr(likelihood, "ais_log_partition", boom)
 
 
@@ -289,9 +289,9 @@ def test_sample_out_under_a_file_fails_before_sampling(tiny, tmp_path, capsys, n
 
 
 def test_too_many_samples_for_the_memory_fail_before_sampling(tiny, tmp_path, capsys, no_work, monkeypatch):
-    import qidbm.cli
+    import qidbm.preflight
 
-    monkeypatch.setattr(qidbm.cli, "available_memory_bytes", lambda: 2 * 10**9)  # a 2 GB machine
+    monkeypatch.setattr(qidbm.preflight, "available_memory_bytes", lambda: 2 * 10**9)  # a 2 GB machine
     assert main(["sample", "--ckpt", str(tiny["ckpt"]), "--num-samples", "3000000", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "--num-samples 3000000 needs about 28.2 GB of memory" in err and "2.0 GB is available" in err

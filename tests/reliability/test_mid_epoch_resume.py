@@ -14,7 +14,7 @@ import torch
 
 from qidbm.data import MNISTDataModule
 from qidbm.lightning import BoltzmannModule
-from qidbm.lightning.reliability import MidEpochResume
+from qidbm.lightning.mid_epoch_resume import MidEpochResume
 from qidbm.models import QiDBM
 
 

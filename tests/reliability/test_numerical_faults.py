@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qidbm.lightning import BoltzmannModule
-from qidbm.lightning.reliability import FaultGuard, NumericalFaultError
+from qidbm.lightning.fault_guard import FaultGuard, NumericalFaultError
 from qidbm.models import QiDBM
 
 

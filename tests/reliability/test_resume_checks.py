@@ -128,7 +128,7 @@ def test_changed_learning_rate_keeps_a_schedulers_factor():
     optimizer continues at 0.0005 and the scheduler's base rate becomes 0.001."""
     from types import SimpleNamespace
 
-    from qidbm.lightning.reliability import apply_changed_settings_on_resume, optimizer_settings
+    from qidbm.lightning.resume_checks import apply_changed_settings_on_resume, optimizer_settings
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.01)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)

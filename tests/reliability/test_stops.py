@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from qidbm.cli import main
-from qidbm.lightning.reliability import RunFolderInUseError, RunLock
+from qidbm.lightning.run_lock import RunFolderInUseError, RunLock
 from tests.reliability.conftest import finish, qidbm_fit, write_fit_config
 
 

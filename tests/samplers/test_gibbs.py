@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from qidbm.models import GRBM, QGRBM, QRBM, QiDBM
-from qidbm.samplers import GibbsSampler
+from qidbm.samplers import ExactStep, PaperStep, make_kernel
 from tests.dense import bits, dense_marginal
 
 CHAINS, SWEEPS, REPEATS = 4000, 40, 3
@@ -54,12 +54,11 @@ def test_exact_sampler_chi_square(kind, gamma, coupled):
     p = dense_marginal(m, [0])
     pvals = []
     for r in range(REPEATS):
-        s = GibbsSampler("exact")
-        st = run_chains(m, s, seed=100 + r)
+        st, chain_stats = run_chains(m, ExactStep(), seed=100 + r)
         pvals.append(chi2_pvalue(visible_counts(st[0], 3), p))
     combined = stats.combine_pvalues(pvals, method="fisher").pvalue
     assert combined > 0.01, f"exact sampler failed chi-square: p-values {pvals}"
-    acc = float(s.acceptance()[1])
+    acc = float(chain_stats.acceptance()[1])
     assert 0.0 < acc <= 1.0
     if gamma == 0.0 and not coupled:
         assert acc == 1.0
@@ -99,7 +98,7 @@ def test_paper_step_is_biased_at_large_gamma():
         else:
             assert tvd > 0.02
         if gamma == 3.0:
-            counts = sum(visible_counts(run_chains(m, GibbsSampler("paper"), s)[0], 3) for s in range(2))
+            counts = sum(visible_counts(run_chains(m, PaperStep(), s)[0][0], 3) for s in range(2))
             assert chi2_pvalue(counts, pi) > 0.001
             assert chi2_pvalue(counts, p) < 1e-6
 
@@ -129,10 +128,10 @@ def test_gaussian_visible_samplers_chi_square(kind, step):
     pvals = []
     for r in range(REPEATS):
         if step == "exact":
-            s = GibbsSampler("exact")
+            s = ExactStep()
         else:
-            s = GibbsSampler("paper", visible_step=step, langevin_steps=5, langevin_step_size=0.5)
-        st = run_chains(m, s, seed=200 + r)
+            s = make_kernel("paper", visible_step=step, langevin_steps=5, langevin_step_size=0.5)
+        st, _ = run_chains(m, s, seed=200 + r)
         v = st[0][:, 0]
         counts = torch.bincount(torch.bucketize(v, edges), minlength=len(edges) + 1).double()
         pvals.append(chi2_pvalue(counts, probs))
@@ -145,16 +144,16 @@ def test_clamped_layers_stay_fixed_and_inputs_untouched():
     gen = torch.Generator().manual_seed(0)
     st = m.random_state(50, gen)
     before = [x.clone() for x in st]
-    out = GibbsSampler("exact").run(m, st, 3, clamped=(0,), generator=gen)
+    out, _ = ExactStep().run(m, st, 3, clamped=(0,), generator=gen)
     assert torch.equal(out[0], before[0])
     assert all(torch.equal(a, b) for a, b in zip(st, before))
 
 
 def test_bad_options_rejected():
     with pytest.raises(ValueError, match="quantum_step"):
-        GibbsSampler("approximate")
+        make_kernel("approximate")
     with pytest.raises(ValueError, match="visible_step"):
-        GibbsSampler(visible_step="hmc")
+        make_kernel(visible_step="hmc")
     m = QGRBM(2, 2)
     with pytest.raises(ValueError, match="visible_step='gibbs'"):
-        GibbsSampler("exact", visible_step="langevin").run(m, m.random_state(2), 1)
+        make_kernel("exact", visible_step="langevin").run(m, m.random_state(2), 1)

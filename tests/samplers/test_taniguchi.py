@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 from qidbm.models import DBM
-from qidbm.samplers import GibbsSampler
+from qidbm.samplers import PaperStep
 from qidbm.samplers.taniguchi import coupling, local_search, taniguchi_chain
 
 SIZES = [3, 2, 2]
@@ -118,7 +118,7 @@ def test_implementation_matches_the_enumerated_kernel():
     pvals = []
     for r in range(3):
         g = torch.Generator().manual_seed(50 + r)
-        st = taniguchi_chain(m, None, 20000, GibbsSampler("paper"), generator=g)
+        st, _ = taniguchi_chain(m, None, 20000, PaperStep(), generator=g)
         counts = torch.bincount(index_of(st), minlength=2**N).double()
         keep = p * counts.sum() > 5
         obs = torch.cat([counts[keep], counts[~keep].sum()[None]])
@@ -131,7 +131,7 @@ def test_positive_chain_clamps_the_visible_layer():
     m = model()
     v = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64).repeat(4000, 1)
     g = torch.Generator().manual_seed(7)
-    st = taniguchi_chain(m, v, 4000, GibbsSampler("paper"), generator=g)
+    st, _ = taniguchi_chain(m, v, 4000, PaperStep(), generator=g)
     assert torch.equal(st[0], v)
     p = oracle_final_distribution(m, clamp_v=v[0])
     counts = torch.bincount(index_of(st), minlength=2**N).double()

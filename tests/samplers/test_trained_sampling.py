@@ -3,7 +3,7 @@
 import torch
 
 from qidbm.models import DBM, QiDBM
-from qidbm.sampling import SamplingSpec, draw_samples, trained_sampling
+from qidbm.samplers.drawing import SamplingSpec, draw, trained_sampling
 
 
 def test_noise_started_training_is_sampled_the_same_way():
@@ -21,5 +21,5 @@ def test_local_search_output_is_a_visible_local_mode():
         with torch.no_grad():
             for p in m.parameters():
                 p.normal_(0, 1, generator=g)
-        x = draw_samples(m, 50, SamplingSpec(num_steps=0, output="local_search", batch_size=20), generator=g)
+        x, _ = draw(m, 50, SamplingSpec(num_steps=0, output="local_search", batch_size=20), generator=g)
         assert x.shape == (50, 6) and set(x.unique().tolist()) <= {0.0, 1.0}

@@ -1,4 +1,5 @@
-"""Drawing samples for evaluation: the options that published numbers depend on.
+"""Drawing samples for evaluation: :class:`SamplingSpec` (the options that published numbers depend
+on) and :func:`draw`, used by ``qidbm sample``, ``qidbm evaluate`` and the sample-grid and FID callbacks.
 
 How samples are drawn changes FID, so every option is explicit and printed next to
 every number (docs/maths.md, 'FID protocol'):
@@ -13,7 +14,7 @@ every number (docs/maths.md, 'FID protocol'):
   of the local mode that zero-temperature block updates reach from the last full state, the
   block order drawn per chain: with ``start="noise"`` and ``num_steps=0``, Taniguchi et al.'s
   sampler, :func:`qidbm.samplers.taniguchi.local_search`);
-* ``quantum_step``: ``"paper"`` or ``"exact"`` (see :mod:`qidbm.samplers.gibbs`).
+* ``quantum_step``, ``visible_step``: the kernel (:func:`qidbm.samplers.kernels.make_kernel`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from torch import Tensor
 
 from qidbm.models.base import BoltzmannMachine, State
-from qidbm.samplers import GibbsSampler, bernoulli
+from qidbm.samplers.chain import ChainStats, bernoulli
+from qidbm.samplers.kernels import BlockGibbsKernel, make_kernel
 
 Start = Literal["noise", "data", "local_mode"]
 Output = Literal["sample", "mean", "local_mode", "local_search"]
@@ -55,8 +57,8 @@ class SamplingSpec:
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items() if k != "batch_size")
 
-    def sampler(self) -> GibbsSampler:
-        return GibbsSampler(quantum_step=self.quantum_step, visible_step=self.visible_step)
+    def kernel(self) -> BlockGibbsKernel:
+        return make_kernel(quantum_step=self.quantum_step, visible_step=self.visible_step)
 
 
 def trained_sampling(hparams: dict | None) -> SamplingSpec | None:
@@ -78,35 +80,6 @@ def trained_sampling(hparams: dict | None) -> SamplingSpec | None:
     return None
 
 
-def add_sampling_arguments(p) -> None:
-    """The sampling options of ``qidbm sample`` and ``qidbm evaluate`` (an argparse parser).
-
-    Options left unset take the checkpoint's trained protocol (:func:`trained_sampling`), else the
-    :class:`SamplingSpec` defaults; :func:`spec_from_arguments` resolves them.
-    """
-    d = SamplingSpec()
-    p.add_argument("--num-steps", type=int, default=None,
-                   help=f"Gibbs sweeps per chain (default: as trained, else {d.num_steps})")
-    p.add_argument("--start", choices=["noise", "data", "local_mode"], default=None,
-                   help=f"chain start (default: as trained, else {d.start})")
-    p.add_argument("--output", choices=["sample", "mean", "local_mode", "local_search"], default=None,
-                   help=f"what is returned (default: as trained, else {d.output})")
-    p.add_argument("--quantum-step", choices=["paper", "exact"], default=None,
-                   help=f"quantum Gibbs step (default: as trained, else {d.quantum_step})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"chains run at once (default {d.batch_size})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--data-root", default=None, help="data root for --start data/local_mode")
-
-
-def spec_from_arguments(args, hparams: dict | None) -> SamplingSpec:
-    """The :class:`SamplingSpec` of parsed :func:`add_sampling_arguments`: the options given, the rest
-    from the checkpoint's trained protocol (``hparams``: its training hyperparameters), else the defaults."""
-    base = trained_sampling(hparams) or SamplingSpec()
-    given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step") if getattr(args, k, None) is not None}
-    return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})
-
-
 def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None) -> State:
     """Initial chain state for ``num`` chains."""
     if start == "noise":
@@ -124,23 +97,21 @@ def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | 
 
 
 @torch.no_grad()
-def draw_samples(
+def draw(
     model: BoltzmannMachine,
     num_samples: int,
     spec: SamplingSpec | None = None,
     data: Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
-    sampler: GibbsSampler | None = None,
-) -> Tensor:
-    """``num_samples`` visible vectors drawn according to ``spec``, in batches of ``spec.batch_size``.
-
-    ``sampler`` (optional) overrides the spec's sampler, e.g. to read its acceptance rate afterwards.
-    """
+) -> tuple[Tensor, ChainStats]:
+    """``num_samples`` visible vectors drawn according to ``spec``, in batches of ``spec.batch_size``,
+    and the statistics of their chains (the exact step's acceptance per quantum layer)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     spec = spec or SamplingSpec()
-    sampler = sampler or spec.sampler()
+    kernel = spec.kernel()
+    stats = ChainStats()
     out = []
     batches = range(0, num_samples, spec.batch_size)
     if progress:
@@ -151,7 +122,8 @@ def draw_samples(
         n = min(spec.batch_size, num_samples - i)
         d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
         state = start_state(model, spec.start, n, d, generator)
-        state = sampler.run(model, state, spec.num_steps, generator=generator)
+        state, s = kernel.run(model, state, spec.num_steps, generator=generator)
+        stats.merge(s)
         if spec.output == "sample":
             out.append(state[0])
         elif spec.output == "mean":
@@ -162,4 +134,4 @@ def draw_samples(
             out.append(local_search(model, state, generator=generator)[0])
         else:
             out.append(model.local_mode(state[0])[0])
-    return torch.cat(out)
+    return torch.cat(out), stats
