@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qidbm.checkpoint import load_checkpoint
     from qidbm.data import datamodule_from_info
-    from qidbm.lightning.callbacks import visible_to_images
+    from qidbm.images import visible_to_images
     from qidbm.metrics import frechet_distance, reference_stats
     from qidbm.metrics.classifier import class_coverage
     from qidbm.metrics.fid import FIDAccumulator

@@ -202,7 +202,7 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
     class coverage, precision/recall and the copying check."""
     import numpy as np
 
-    from qidbm.lightning.callbacks import save_grid, visible_to_images
+    from qidbm.images import save_grid, visible_to_images
     from qidbm.metrics import compute_fid, frechet_distance, reference_stats
     from qidbm.samplers import drawing
 

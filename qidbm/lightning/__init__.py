@@ -1,7 +1,8 @@
 """Lightning integration: the DO-EM/CD training module, callbacks, loggers and fault handling."""
 
 from qidbm.checkpoint import check_checkpoint
-from qidbm.lightning.callbacks import FIDCallback, SampleGrid, save_grid, visible_to_images
+from qidbm.images import save_grid, visible_to_images
+from qidbm.lightning.callbacks import FIDCallback, SampleGrid
 from qidbm.lightning.checkpoint_io import AtomicCheckpointIO
 from qidbm.lightning.fault_guard import FaultGuard, NumericalFaultError
 from qidbm.lightning.final_checkpoint import FinalCheckpoint

@@ -1,4 +1,4 @@
-"""Lightning callbacks: sample grids (PNG on disk and in every logger)."""
+"""Lightning callbacks: sample grids (PNG on disk and in every logger) and FID during training."""
 
 from __future__ import annotations
 
@@ -11,37 +11,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from qidbm.images import save_grid, visible_to_images
 from qidbm.samplers.drawing import SamplingSpec
-
-
-def visible_to_images(x: Tensor, data_info: dict | None) -> Tensor:
-    """Decode visible vectors to images [N, C, H, W] in [0, 1] with the recorded encoding.
-
-    Without data information (a model trained outside ``qidbm fit``), a square single-channel
-    image is assumed for binary units.
-    """
-    if data_info is not None:
-        from qidbm.data.encodings import decode
-
-        return decode(x.detach().float().cpu(), data_info)
-    n = x.shape[1]
-    side = int(math.isqrt(n))
-    if side * side != n:
-        raise ValueError(f"cannot lay out {n} visible units as an image without data_info")
-    return x.detach().float().cpu().clamp(0, 1).view(-1, 1, side, side)
-
-
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save images [N, C, H, W] in [0, 1] as one PNG grid (written atomically)."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
-    tmp = path.with_name(path.name + ".tmp.png")
-    save_image(images, tmp, nrow=nrow, padding=2, pad_value=0.5)
-    tmp.replace(path)
-    return path
 
 
 def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) -> None:
