@@ -33,17 +33,6 @@ def training_seconds(ckpt: dict) -> float | None:
     return None
 
 
-def checkpoints(run: Path) -> list[Path]:
-    files = sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    seen, out = set(), []
-    for f in files:  # last.ckpt often duplicates the newest step checkpoint: keep one per step
-        step = torch.load(f, map_location="cpu", weights_only=False).get("global_step")
-        if step not in seen:
-            seen.add(step)
-            out.append(f)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders (each with checkpoints/)")
@@ -57,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from qidbm.checkpoint import load_checkpoint
+    from qidbm.evaluate import checkpoint_files
     from qidbm.data import datamodule_from_info
     from qidbm.images import visible_to_images
     from qidbm.metrics import frechet_distance, reference_stats
@@ -67,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     acc = FIDAccumulator(a.fid_weights, batch_size=50, device="cpu", progress=False, fuse_bn=True)
     rows, dms = [], {}
     for run in a.runs:
-        files = checkpoints(run)
+        files = checkpoint_files(run)
         files = [f for i, f in enumerate(files) if i % a.every == 0 or i == len(files) - 1]
         t_first = None
         for f in files:

@@ -88,7 +88,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     if problem:  # before the checkpoint, the sampling and AIS: a bad argument costs nothing
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    ckpt_files = _checkpoint_files(Path(a.ckpt)) if Path(a.ckpt).is_dir() else None
+    ckpt_files = checkpoint_files(Path(a.ckpt)) if Path(a.ckpt).is_dir() else None
     model, info = load_checkpoint(ckpt_files[-1] if ckpt_files else a.ckpt, map_location=a.device)
     if a.preset == PAPER_PRESET:
         a.num_samples = 10000
@@ -170,7 +170,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     return 0
 
 
-def _checkpoint_files(folder: Path) -> list[Path]:
+def checkpoint_files(folder: Path) -> list[Path]:
     """The checkpoints of a run folder (or its checkpoints/), one per training step, in step order."""
     sub = folder / "checkpoints"
     files = sorted((sub if sub.is_dir() else folder).glob("*.ckpt"))

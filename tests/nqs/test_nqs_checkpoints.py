@@ -12,13 +12,6 @@ from qidbm.nqs import HarmonicTrap, MetropolisHastingsSampler, MetropolisSampler
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _objects(seed):
     torch.manual_seed(seed)

@@ -21,13 +21,6 @@ from qidbm.nqs.plots import run_title
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _interacting_wf(seed=0, **kw):
     torch.manual_seed(seed)

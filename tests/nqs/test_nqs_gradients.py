@@ -23,14 +23,6 @@ from qidbm.nqs import (
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 GRID = torch.linspace(-14.0, 14.0, 28001, dtype=D).unsqueeze(-1)
 

@@ -24,14 +24,6 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("nqs_*.y
 assert CONFIGS, "no configs/nqs_*.yaml found"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _trainer(steps, tmp_path, *callbacks):
     return pl.Trainer(

@@ -23,14 +23,6 @@ from qidbm.nqs import (
 
 D = torch.float64
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 N_CHAINS = 8000
 BURN_IN = 150
 

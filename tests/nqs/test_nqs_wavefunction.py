@@ -18,14 +18,6 @@ from qidbm.nqs import (
 D = torch.float64  # explicit dtypes: never change the global default (other test modules share it)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscribing the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def rn(*shape):
     return torch.randn(*shape, dtype=D)
