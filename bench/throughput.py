@@ -71,9 +71,13 @@ sys.path.insert(0, str(REPO))
 
 from qidbm.lightning.module import BoltzmannModule  # noqa: E402
 from qidbm.models import DBM, GRBM, QGRBM, QRBM, RBM, QiDBM  # noqa: E402
+from qidbm.precision import matmul_precision  # noqa: E402
 from qidbm.samplers import PaperStep, make_kernel  # noqa: E402
 
 BATCH = 600
+# --matmul-precision: the modules' and samplers' products (qidbm.precision); the matmul limit is
+# always replayed in float32, so with bfloat16 a ratio above 1 is the speed-up over float32's limit
+PRECISION = "float32"
 MNIST_TRAIN = 60000
 PAPER_SIZES = (498, 588, 686, 784)
 
@@ -330,7 +334,8 @@ def load_data(quick: bool, need: set[str], n_batches: int) -> dict[str, torch.Te
 def make_module(cfg: Config, mode: str) -> tuple[BoltzmannModule, torch.optim.Optimizer]:
     start, k = MODE_ARGS[mode]
     model = cfg.build()
-    module = BoltzmannModule(model, cd_steps=k, negative_start=start, chain_seed=0, init_visible_bias=False)
+    module = BoltzmannModule(model, cd_steps=k, negative_start=start, chain_seed=0, init_visible_bias=False,
+                             matmul_precision=PRECISION)
     # what on_fit_start does, without a Trainer
     module._generator = torch.Generator().manual_seed(0)
     opt = module.configure_optimizers()
@@ -384,9 +389,14 @@ def measure_sampling(cfg: Config, step_kind: str, model: torch.nn.Module, mm: Ma
     last_stats = []
 
     def run() -> None:
-        last_stats[:] = [sampler.run(model, state, sweeps, generator=g)[1]]
+        with matmul_precision(PRECISION):
+            last_stats[:] = [sampler.run(model, state, sweeps, generator=g)[1]]
 
-    flops, calls = count_step(lambda: sampler.run(model, state, 1, generator=g))
+    def one_sweep() -> None:
+        with matmul_precision(PRECISION):
+            sampler.run(model, state, 1, generator=g)
+
+    flops, calls = count_step(one_sweep)
     lim = mm.limit(calls)
     times = time_calls(run, warmup=1, min_reps=budget["min_reps"], min_time=budget["min_time"])
     t = statistics.median(times) / sweeps
@@ -840,7 +850,8 @@ def markdown(result: dict[str, Any]) -> str:
     L.append(f"# qidbm throughput ({'quick' if result['quick'] else 'full'} run)\n")
     L.append(f"Command: `{result['command']}`  ")
     L.append(f"Machine: {m['description']} ({m['cpu']}), torch {m['torch']} ({m['blas']}), Python {m['python']}  ")
-    L.append(f"Date (UTC): {result['date_utc']}; batch {BATCH}; training = `doem_loss` + backward + SGD step (no Lightning)\n")
+    L.append(f"Date (UTC): {result['date_utc']}; batch {BATCH}; training = `doem_loss` + backward + SGD step (no Lightning); "
+             f"matrix products {result.get('matmul_precision', 'float32')} (the matmul limit is float32's)\n")
     for run in result["runs"]:
         n = run["threads"]
         L.append(f"## {n} thread{'s' if n > 1 else ''} (load average at start {run['loadavg_start'][0]:.2f}, at end {run['loadavg_end'][0]:.2f})\n")
@@ -966,11 +977,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-sklearn", action="store_true")
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     p.add_argument("--tag", default=None, help="output file stem (default: throughput, throughput_quick)")
+    p.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="precision of the models' matrix products (the matmul limit stays float32)")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="no measurement: combine earlier result files (the last run per thread count wins) into --tag")
     args = p.parse_args(argv)
     if args.merge:
         return merge_results(args.merge, Path(args.out_dir), args.tag or "throughput")
+    global PRECISION
+    PRECISION = args.matmul_precision
 
     if args.threads:
         threads = [int(t) for t in str(args.threads).split(",")]
@@ -997,6 +1012,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "machine": machine(),
         "quick": args.quick,
+        "matmul_precision": PRECISION,
         "batch_size": BATCH,
         "runs": [],
     }

@@ -5,6 +5,7 @@ import torch
 
 from qidbm.quantum import (
     softplus,
+    qubit_draw_prob,
     qubit_log_partition,
     qubit_log_prob,
     qubit_metropolis_weight,
@@ -49,6 +50,31 @@ def test_against_dense_matrix_exponential():
             if p > 1e-300:
                 lp = qubit_log_prob(torch.tensor(n, dtype=torch.float64), t_phi, t_g).item()
                 assert lp == pytest.approx(torch.log(torch.tensor(p, dtype=torch.float64)).item(), rel=1e-8, abs=1e-10)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 4e-16), (torch.float32, 2e-7)])
+def test_draw_prob_is_prob_one_to_absolute_accuracy(dtype, atol):
+    """The samplers' cheap form: P(n=1) within a few eps of 1/2, absolutely, over the dense grid,
+    broadcast fields, the classical limit and phi = Gamma = 0."""
+    phis, gammas = grid()
+    g = torch.Generator().manual_seed(1)
+    phi = torch.cat([phis, torch.randn(3000, generator=g, dtype=torch.float64) * 40])
+    gam = torch.cat([gammas, torch.rand(3000, generator=g, dtype=torch.float64) * 10 * (torch.rand(3000, generator=g) < 0.8)])
+    exact = torch.tensor([dense(a, b)[1] for a, b in zip(phi.tolist()[:47], gam.tolist()[:47])], dtype=torch.float64)
+    p = qubit_draw_prob(phi.to(dtype), gam.to(dtype)).double()
+    assert (p[:47] - exact).abs().max() <= atol
+    assert (p - qubit_prob_one(phi, gam)).abs().max() <= atol
+    assert ((p >= 0) & (p <= 1)).all()
+    zero = torch.zeros_like(phi)
+    assert (qubit_draw_prob(phi.to(dtype), zero.to(dtype)).double() - torch.sigmoid(phi)).abs().max() <= atol
+    assert qubit_draw_prob(torch.zeros(1, dtype=dtype), torch.zeros(1, dtype=dtype)).item() == 0.5
+    # a [B, n] field against a per-unit [n] transverse field, as the models call it
+    phi2 = phi[:40].to(dtype).reshape(4, 10)
+    gam2 = gam[:10].to(dtype)
+    assert torch.allclose(qubit_draw_prob(phi2, gam2), qubit_prob_one(phi2, gam2.expand(4, 10)), rtol=0, atol=atol)
+    # under autograd (no in-place passes) the very same values
+    pa = qubit_draw_prob(phi2.clone().requires_grad_(True), gam2)
+    assert torch.equal(pa.detach(), qubit_draw_prob(phi2, gam2))
 
 
 def test_log_prob_extreme_fields_finite():

@@ -22,7 +22,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from qidbm.quantum import qubit_log_partition, qubit_prob_one, qubit_x_expectation, softplus
+from qidbm.precision import layer_product
+from qidbm.quantum import qubit_draw_prob, qubit_log_partition, qubit_prob_one, qubit_x_expectation, softplus
 
 State = list[Tensor]
 
@@ -118,10 +119,10 @@ class BoltzmannMachine(nn.Module):
         return self.visible_input(x) if k == 0 else x
 
     def input_from_below(self, l: int, states: State) -> Tensor:
-        return self._send(l - 1, states[l - 1]) @ self.layer_weight(l - 1)
+        return layer_product(self._send(l - 1, states[l - 1]), self.layer_weight(l - 1))
 
     def input_from_above(self, l: int, states: State) -> Tensor:
-        return states[l + 1] @ self.layer_weight(l).t()
+        return layer_product(states[l + 1], self.layer_weight(l), transpose=True)
 
     def preactivation(self, l: int, states: State) -> Tensor:
         """phi_l = c_l + (input from x_{l-1}) + (input from x_{l+1}); for a Gaussian visible
@@ -143,7 +144,7 @@ class BoltzmannMachine(nn.Module):
             if 0 <= nb < self.num_layers:
                 U = self.transverse_coupling(l, nb)
                 if U is not None:
-                    g = g + self._send(nb, states[nb]) @ U
+                    g = g + layer_product(self._send(nb, states[nb]), U)
         return g
 
     # ------------------------------------------------------------------ conditionals
@@ -151,7 +152,8 @@ class BoltzmannMachine(nn.Module):
         """Conditional of layer l given its neighbours' states.
 
         Returns ``(p, gamma)``: for a classical binary layer ``p = sigmoid(phi)`` and gamma None;
-        for a quantum layer ``p = P(n = 1)`` (Z basis, closed form) and its signed field;
+        for a quantum layer ``p = P(n = 1)`` (Z basis, closed form to the absolute accuracy of
+        :func:`~qidbm.quantum.qubit_draw_prob`, what draws and mean-field updates need) and its signed field;
         for the Gaussian visible layer the conditional mean and None.
         """
         phi = self.preactivation(l, states)
@@ -159,7 +161,7 @@ class BoltzmannMachine(nn.Module):
             return phi, None
         if l in self.quantum_layers:
             g = self.field(l, states)
-            return qubit_prob_one(phi, g), g
+            return qubit_draw_prob(phi, g), g
         return torch.sigmoid(phi), None
 
     def quantum_statistics(self, l: int, states: State) -> dict[str, Tensor]:
@@ -222,7 +224,7 @@ class BoltzmannMachine(nn.Module):
                 f = f - states[l] @ self.layer_bias(l)
         for k in range(self.num_layers - 1):
             if k not in s and k + 1 not in s:
-                f = f - ((self._send(k, states[k]) @ self.layer_weight(k)) * states[k + 1]).sum(-1)
+                f = f - (layer_product(self._send(k, states[k]), self.layer_weight(k)) * states[k + 1]).sum(-1)
         return f
 
     def _check_summed(self, summed: Sequence[int]) -> None:

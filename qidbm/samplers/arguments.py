@@ -22,6 +22,8 @@ def add_sampling_arguments(p) -> None:
                    help=f"what is returned (default: as trained, else {d.output})")
     p.add_argument("--quantum-step", choices=["paper", "exact"], default=None,
                    help=f"quantum Gibbs step (default: as trained, else {d.quantum_step})")
+    p.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default=None,
+                   help=f"precision of the chains' matrix products (default: as trained, else {d.matmul_precision})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"chains run at once (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -32,5 +34,5 @@ def spec_from_arguments(args, hparams: dict | None) -> SamplingSpec:
     """The :class:`SamplingSpec` of parsed :func:`add_sampling_arguments`: the options given, the rest
     from the checkpoint's trained protocol (``hparams``: its training hyperparameters), else the defaults."""
     base = trained_sampling(hparams) or SamplingSpec()
-    given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step") if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision") if getattr(args, k, None) is not None}
     return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})

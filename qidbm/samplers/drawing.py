@@ -14,7 +14,8 @@ every number (docs/maths.md, 'FID protocol'):
   of the local mode that zero-temperature block updates reach from the last full state, the
   block order drawn per chain: with ``start="noise"`` and ``num_steps=0``, Taniguchi et al.'s
   sampler, :func:`qidbm.samplers.taniguchi.local_search`);
-* ``quantum_step``, ``visible_step``: the kernel (:func:`qidbm.samplers.kernels.make_kernel`).
+* ``quantum_step``, ``visible_step``: the kernel (:func:`qidbm.samplers.kernels.make_kernel`);
+* ``matmul_precision``: ``"float32"`` or ``"bfloat16"`` matrix products (:mod:`qidbm.precision`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from qidbm.models.base import BoltzmannMachine, State
+from qidbm.precision import MATMUL_PRECISIONS, matmul_precision
 from qidbm.samplers.chain import ChainStats, bernoulli
 from qidbm.samplers.kernels import BlockGibbsKernel, make_kernel
 
@@ -43,6 +45,7 @@ class SamplingSpec:
     quantum_step: Literal["paper", "exact"] = "paper"
     visible_step: Literal["gibbs", "langevin"] = "gibbs"
     batch_size: int = 1000
+    matmul_precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.num_steps < 0:
@@ -53,6 +56,8 @@ class SamplingSpec:
             raise ValueError(f"output must be 'sample', 'mean', 'local_mode' or 'local_search', got {self.output!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {self.matmul_precision!r}")
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items() if k != "batch_size")
@@ -72,11 +77,13 @@ def trained_sampling(hparams: dict | None) -> SamplingSpec | None:
     """
     hp = hparams or {}
     start, step = hp.get("negative_start"), hp.get("quantum_step", "paper")
+    precision = hp.get("matmul_precision", "float32")
     if start == "noise":
         return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise", output="mean", quantum_step=step,
-                            visible_step=hp.get("visible_step", "gibbs"))
+                            visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision)
     if start == "local_mode":
-        return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step)
+        return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step,
+                            matmul_precision=precision)
     return None
 
 
@@ -118,20 +125,24 @@ def draw(
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=f"sampling ({spec.num_steps} sweeps)", unit="batch")
-    for i in batches:
-        n = min(spec.batch_size, num_samples - i)
-        d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
-        state = start_state(model, spec.start, n, d, generator)
-        state, s = kernel.run(model, state, spec.num_steps, generator=generator)
-        stats.merge(s)
-        if spec.output == "sample":
-            out.append(state[0])
-        elif spec.output == "mean":
-            out.append(model.conditional(0, state)[0])
-        elif spec.output == "local_search":
-            from qidbm.samplers.taniguchi import local_search
-
-            out.append(local_search(model, state, generator=generator)[0])
-        else:
-            out.append(model.local_mode(state[0])[0])
+    with matmul_precision(spec.matmul_precision):
+        for i in batches:
+            out.append(_draw_batch(model, min(spec.batch_size, num_samples - i), i, spec, kernel, data, generator, stats))
     return torch.cat(out), stats
+
+
+def _draw_batch(model, n: int, i: int, spec: SamplingSpec, kernel, data, generator, stats: ChainStats) -> Tensor:
+    """One batch of ``n`` samples, the ``i``-th sample onwards (``data`` rows ``i:i+n`` start its chains)."""
+    d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
+    state = start_state(model, spec.start, n, d, generator)
+    state, s = kernel.run(model, state, spec.num_steps, generator=generator)
+    stats.merge(s)
+    if spec.output == "sample":
+        return state[0]
+    if spec.output == "mean":
+        return model.conditional(0, state)[0]
+    if spec.output == "local_search":
+        from qidbm.samplers.taniguchi import local_search
+
+        return local_search(model, state, generator=generator)[0]
+    return model.local_mode(state[0])[0]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from qidbm.models.base import BoltzmannMachine, State
-from qidbm.quantum import qubit_metropolis_weight, qubit_prob_one
+from qidbm.quantum import qubit_draw_prob, qubit_metropolis_weight
 from qidbm.samplers.chain import ChainStats, bernoulli
 from qidbm.samplers.visible import GaussianGibbs, LangevinVisible
 
@@ -155,7 +155,7 @@ class ExactStep(BlockGibbsKernel):
                 if l not in cache:
                     cache[l] = (model.preactivation(l, state), model.field(l, state))
                 phi, g = cache[l]
-                state[l] = bernoulli(qubit_prob_one(phi, g), generator)
+                state[l] = bernoulli(qubit_draw_prob(phi, g), generator)
             elif l not in mh:
                 state[l] = self._draw(model, l, model.conditional(l, state)[0], state, generator)
         if mh:
