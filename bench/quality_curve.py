@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 dms[key] = datamodule_from_info(di, a.data_root)
                 dms[key].setup("fit")
             dm = dms[key]
-            spec = trained_sampling(info.get("hyper_parameters")) or SamplingSpec(num_steps=a.num_steps)
+            spec = trained_sampling(info.get("hyper_parameters"), model.gaussian_visible) or SamplingSpec(num_steps=a.num_steps)
             g = torch.Generator().manual_seed(0)
             t0 = time.time()
             images = visible_to_images(draw(model, a.fid_samples, spec, generator=g)[0], di)

@@ -118,7 +118,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     if not a.no_fid:
         if dm is None:
             raise ValueError("FID needs the test set: this checkpoint has no data_info; retrain with `qidbm fit`")
-        specs = _specs(a, info)
+        specs = _specs(a, info, model.gaussian_visible)
         if ckpt_files is not None and len(ckpt_files) > 1:  # FID of every checkpoint, the primary sampling
             per = []
             for f in ckpt_files[:-1]:
@@ -184,7 +184,7 @@ def checkpoint_files(folder: Path) -> list[Path]:
     return [by_step[k] for k in sorted(by_step)]
 
 
-def _specs(a: argparse.Namespace, info: dict) -> list:
+def _specs(a: argparse.Namespace, info: dict, gaussian_visible: bool) -> list:
     """The samplings to score: the paper preset's two, else the one the options and checkpoint give."""
     from qidbm.samplers.arguments import spec_from_arguments
     from qidbm.samplers.drawing import SamplingSpec
@@ -193,7 +193,7 @@ def _specs(a: argparse.Namespace, info: dict) -> list:
         step = a.quantum_step or "paper"
         return [SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step, batch_size=a.batch_size),
                 SamplingSpec(num_steps=1000, start="noise", output="mean", quantum_step=step, batch_size=a.batch_size)]
-    return [spec_from_arguments(a, info.get("hyper_parameters"))]
+    return [spec_from_arguments(a, info.get("hyper_parameters"), gaussian_visible)]
 
 
 def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, acc, g, *, diagnostics: bool,

@@ -51,7 +51,7 @@ def cmd_sample(argv: list[str]) -> int:
               "path (nothing was sampled)", file=sys.stderr)
         return 2
     model, info = load_checkpoint(a.ckpt, map_location=a.device)
-    spec = spec_from_arguments(a, info.get("hyper_parameters"))
+    spec = spec_from_arguments(a, info.get("hyper_parameters"), model.gaussian_visible)
     try:
         check_sample_memory(a.num_samples, model.n_visible, a.device)
     except MemoryError as e:

@@ -30,9 +30,10 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--data-root", default=None, help="data root for --start data/local_mode")
 
 
-def spec_from_arguments(args, hparams: dict | None) -> SamplingSpec:
+def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec:
     """The :class:`SamplingSpec` of parsed :func:`add_sampling_arguments`: the options given, the rest
-    from the checkpoint's trained protocol (``hparams``: its training hyperparameters), else the defaults."""
-    base = trained_sampling(hparams) or SamplingSpec()
+    from the checkpoint's trained protocol (``hparams``: its training hyperparameters; ``gaussian_visible``:
+    the machine's visible units), else the defaults."""
+    base = trained_sampling(hparams, gaussian_visible) or SamplingSpec()
     given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision") if getattr(args, k, None) is not None}
     return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})

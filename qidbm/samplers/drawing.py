@@ -66,20 +66,24 @@ class SamplingSpec:
         return make_kernel(quantum_step=self.quantum_step, visible_step=self.visible_step)
 
 
-def trained_sampling(hparams: dict | None) -> SamplingSpec | None:
+def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec | None:
     """The sampling a machine was trained to produce, from its training hyperparameters, or None.
 
     A machine trained with negative chains that start from noise (``negative_start="noise"``,
-    ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way
-    (noise, k sweeps, conditional mean). One trained by Taniguchi et al.'s estimator
-    (``negative_start="local_mode"``) is sampled their way (noise, local search, visible mode).
-    Persistent and data-started chains give no such protocol (None: use the global defaults).
+    ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way,
+    noise then k sweeps, and returned as the visible state itself for binary units (the machine's
+    own binary images, compared with binarised data) or as the conditional mean for Gaussian units
+    (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same). One trained by
+    Taniguchi et al.'s estimator (``negative_start="local_mode"``) is sampled their way (noise,
+    local search, visible mode). Persistent and data-started chains give no such protocol (None:
+    use the global defaults).
     """
     hp = hparams or {}
     start, step = hp.get("negative_start"), hp.get("quantum_step", "paper")
     precision = hp.get("matmul_precision", "float32")
     if start == "noise":
-        return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise", output="mean", quantum_step=step,
+        return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise",
+                            output="mean" if gaussian_visible else "sample", quantum_step=step,
                             visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision)
     if start == "local_mode":
         return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step,

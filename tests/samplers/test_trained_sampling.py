@@ -8,7 +8,9 @@ from qidbm.samplers.drawing import SamplingSpec, draw, trained_sampling
 
 def test_noise_started_training_is_sampled_the_same_way():
     spec = trained_sampling({"negative_start": "noise", "cd_steps": 20, "quantum_step": "exact"})
-    assert (spec.start, spec.num_steps, spec.output, spec.quantum_step) == ("noise", 20, "mean", "exact")
+    assert (spec.start, spec.num_steps, spec.output, spec.quantum_step) == ("noise", 20, "sample", "exact")
+    spec = trained_sampling({"negative_start": "noise", "cd_steps": 20}, gaussian_visible=True)
+    assert (spec.num_steps, spec.output) == (20, "mean")
     spec = trained_sampling({"negative_start": "local_mode"})
     assert (spec.start, spec.num_steps, spec.output) == ("noise", 0, "local_search")
     assert trained_sampling({"negative_start": "persistent", "cd_steps": 5}) is None
