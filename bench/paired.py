@@ -212,6 +212,32 @@ def pair_cases(pair: str, data: dict[str, torch.Tensor], tmp: Path) -> list[tupl
     return cases
 
 
+MATMUL_SHAPES = ((100, 784, 498), (100, 498, 498), (600, 784, 500), (600, 498, 498))
+
+
+def matmul_rates(reps: int = 9, calls: int = 20) -> list[dict[str, Any]]:
+    """GFLOP/s of float32 and bfloat16 products (float32 accumulation) at the recipes' shapes,
+    median of ``reps`` timings of ``calls`` products each, with the bfloat16 weights cast once."""
+    rows = []
+    for m, k, n in MATMUL_SHAPES:
+        x = (torch.rand(m, k) < 0.5).float()
+        w = torch.randn(k, n) * 0.05
+        xb, wb = x.to(torch.bfloat16), w.to(torch.bfloat16)
+        out = {}
+        for name, fn in (("float32", lambda: x @ w), ("bfloat16", lambda: (x.to(torch.bfloat16) @ wb).float()),
+                         ("bfloat16 operands only", lambda: xb @ wb)):
+            fn()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                ts.append((time.perf_counter() - t0) / calls)
+            out[name] = 2 * m * k * n / statistics.median(ts) / 1e9
+        rows.append({"shape": f"{m}x{k}x{n}", **{f"gflops_{key}": v for key, v in out.items()}})
+    return rows
+
+
 def load_mnist(n: int) -> dict[str, torch.Tensor]:
     from qidbm.data import MNISTDataModule
 
@@ -225,11 +251,27 @@ def load_mnist(n: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def cpu_flags() -> list[str]:
+    """The vector instruction sets of this CPU that matter for float32/bfloat16 products."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"Command: `{result['command']}`  ", f"Machine: {result['machine']['cpu']}, {result['machine']['description']}, "
-             f"torch {result['machine']['torch']}  ", "",
-             "| threads | pair | ratio B/A (wall) | spread | CPU-time ratio | A ms | B ms | load before/after | flag |",
-             "|---:|---|---:|---:|---:|---:|---:|---|---|"]
+             f"torch {result['machine']['torch']}  ", f"CPU instructions: {' '.join(result.get('cpu_flags', []))}  "]
+    for t, rates in result.get("matmul", {}).items():
+        lines += ["", f"Matrix products, {t} thread(s), GFLOP/s (median of 9 x 20 products):", "",
+                  "| shape (m x k x n) | float32 | bfloat16 (casts included, as `layer_product`) | bfloat16 operands only |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {r['shape']} | {r['gflops_float32']:.0f} | {r['gflops_bfloat16']:.0f} | {r['gflops_bfloat16 operands only']:.0f} |"
+                  for r in rates]
+    lines += ["", "Pairs (B / A, interleaved rounds; spread = interquartile range / median of the round ratios):", "",
+              "| threads | pair | ratio B/A (wall) | spread | CPU-time ratio | A ms | B ms | load before/after | flag |",
+              "|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['threads']} | {r['pair']} | {r['ratio']:.3f} | {r['spread']:.3f} | {r['cpu_ratio']:.3f} | "
                      f"{r['a_ms']:.1f} | {r['b_ms']:.1f} | {r['load_before']:.2f} / {r['load_after']:.2f} | {r['flag']} |")
@@ -257,11 +299,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"{args.tag}_lightning_logs"
-    rows = []
+    rows: list[dict[str, Any]] = []
+    rates: dict[str, list] = {}
     from tqdm.auto import tqdm
 
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
+        rates[str(threads)] = matmul_rates()
         cases = [c for pair in pairs for c in pair_cases(pair, data, tmp) if not args.only or args.only in c[0]]
         for label, a, b in tqdm(cases, desc=f"{threads} thread(s)"):
             for attempt in range(args.retries + 1):
@@ -273,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(row)
             tqdm.write(f"{threads}t {label}: {row['ratio']:.3f} (spread {row['spread']:.3f}) {row['flag']}")
     result = {"command": "python bench/paired.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine(), "rows": rows}
+              "machine": machine(), "cpu_flags": cpu_flags(), "matmul": rates, "rows": rows}
     (out_dir / f"{args.tag}.json").write_text(json.dumps(result, indent=1))
     (out_dir / f"{args.tag}.md").write_text(markdown(result))
     print(markdown(result))

@@ -1,0 +1,131 @@
+"""The DO-EM paper's DBM vs QiDBM schedule on a lent GPU, inside one 10-minute call of the device tool.
+
+The paper trains 784-498-498 DBM and QiDBM on binarised MNIST with Taniguchi et al.'s estimator
+(``configs/paper/mnist_binary/``: batch 600, SGD, 100 "epochs"; Taniguchi et al.'s epoch is 1,000
+updates, so about 100,000 updates) and reports the best FID of 10,000 samples. One device call
+cannot hold that, so this script trains each model for ``--minutes`` of wall time
+(``trainer.max_time``), evaluates its last checkpoint by the paper preset of ``qidbm evaluate``
+(10,000 samples; Taniguchi et al.'s sampler and 1,000 Gibbs sweeps from noise), and states the
+fraction of the paper's schedule it reached (updates / 100,000). Everything goes under ``--out``
+(``$OUT`` on the device): the runs, ``device_paper.json`` and ``device_paper.md``.
+
+On the device (the package from the working tree, the data and FID weights carried or found
+through the environment)::
+
+    PYTHONUNBUFFERED=1 QIDBM_DATA_DIR=... QIDBM_FID_WEIGHTS=... python3 bench/device_paper.py --out $OUT --minutes 3.5
+
+Two models x (3.5 min training + about 40 s evaluation) fits the 10-minute limit with margin for
+start-up. ``--tiny`` (784-16-16, a few updates, no FID) checks the logic on a CPU in seconds
+(``tests/test_device_paper.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from reproduce import config_files, hardware, relocation_config, run  # noqa: E402
+
+PAPER_UPDATES = 100_000
+PAPER_FID = {"dbm": 42.61, "qidbm": 14.77}
+
+
+def fit_command(kind: str, size: int, run_dir: Path, a: argparse.Namespace) -> list[str]:
+    configs = config_files("paper/mnist_binary", f"{kind}_{size}")
+    cmd = [sys.executable, "-m", "qidbm.cli", "fit"]
+    for f in [*configs, str(relocation_config(configs, run_dir))]:
+        cmd += ["--config", f]
+    seconds = int(a.minutes * 60)
+    cmd += ["--trainer.max_time", f"00:00:{seconds // 60:02d}:{seconds % 60:02d}", "--trainer.max_epochs", "-1",
+            "--trainer.enable_progress_bar", "false", "--seed_everything", str(a.seed)]
+    if a.matmul_precision != "float32":
+        cmd += ["--model.init_args.matmul_precision", a.matmul_precision]
+    if a.tiny:
+        q = "[1]" if kind == "qidbm" else None
+        cmd += ["--model.init_args.model.init_args.layer_sizes", "[784,16,16]", "--trainer.max_steps", "3",
+                "--trainer.limit_train_batches", "3"]
+        if q:
+            cmd += ["--model.init_args.model.init_args.quantum_layers", q]
+    return cmd
+
+
+def evaluate_command(run_dir: Path, a: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "qidbm.cli", "evaluate", "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
+           "--json", str(run_dir / "evaluate.json"), "--save-samples", str(run_dir / "samples_eval"),
+           "--ais-runs", "0", "--device", a.device]
+    if a.tiny:
+        return cmd + ["--no-fid", "--num-samples", "20", "--copy-samples", "0"]
+    cmd += ["--preset", "paper", "--num-samples", str(a.fid_samples)]
+    return cmd + (["--fid-weights", a.fid_weights] if a.fid_weights else [])
+
+
+def updates_of(ckpt: Path) -> int:
+    import torch
+
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("OUT"), help="results folder (default $OUT)")
+    p.add_argument("--minutes", type=float, default=3.5, help="training wall time per model")
+    p.add_argument("--models", nargs="+", choices=["dbm", "qidbm"], default=["dbm", "qidbm"])
+    p.add_argument("--size", type=int, default=498, choices=[498, 588, 686, 784])
+    p.add_argument("--fid-samples", type=int, default=10000)
+    p.add_argument("--fid-weights", default=os.environ.get("QIDBM_FID_WEIGHTS"))
+    p.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="evaluation device (default: cuda when available)")
+    p.add_argument("--tiny", action="store_true", help="784-16-16, 3 updates, no FID: a logic check for CPUs")
+    a = p.parse_args(argv)
+    if not a.out:
+        p.error("give --out (on the device tool, $OUT is set)")
+    if a.minutes <= 0:
+        p.error("--minutes must be positive")
+    import torch
+
+    a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not a.tiny and a.device == "cpu":
+        print("warning: no GPU here; the paper schedule on a CPU gets a small fraction done", file=sys.stderr)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind in a.models:
+        run_dir = out / f"{kind}_{a.size}"
+        fit = fit_command(kind, a.size, run_dir, a)
+        t_fit = run(fit, run_dir / "fit.log")
+        ev = evaluate_command(run_dir, a)
+        t_eval = run(ev, run_dir / "evaluate.log")
+        res = json.loads((run_dir / "evaluate.json").read_text())
+        n = updates_of(run_dir / "checkpoints" / "last.ckpt")
+        row = {"model": kind, "size": a.size, "updates": n, "fraction_of_paper_schedule": n / PAPER_UPDATES,
+               "fit_seconds": round(t_fit, 1), "evaluate_seconds": round(t_eval, 1), "paper_fid": PAPER_FID[kind],
+               "fit_command": shlex.join(fit), "evaluate_command": shlex.join(ev), "evaluate": res}
+        rows.append(row)
+        print(f"{kind}: {n} updates ({100 * n / PAPER_UPDATES:.1f} % of the paper's), FID {res.get('fid')}", flush=True)
+    result = {"hardware": hardware(), "argv": sys.argv[1:] if argv is None else argv, "minutes_per_model": a.minutes,
+              "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
+    (out / "device_paper.json").write_text(json.dumps(result, indent=1))
+    lines = [f"# DBM vs QiDBM, the paper's recipe, {a.minutes} min of training each", "", f"Hardware: {result['hardware']}", "",
+             "| model | updates | % of the paper's 100,000 | FID (first sampling) | paper FID | fit s | evaluate s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        fid = r["evaluate"].get("fid")
+        lines.append(f"| {r['model']} {r['size']} | {r['updates']} | {100 * r['fraction_of_paper_schedule']:.1f} | "
+                     f"{'-' if fid is None else f'{fid:.2f}'} | {r['paper_fid']} | {r['fit_seconds']} | {r['evaluate_seconds']} |")
+    lines += ["", *[f"- `{r['fit_command']}`\n- `{r['evaluate_command']}`" for r in rows]]
+    (out / "device_paper.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

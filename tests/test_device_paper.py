@@ -1,0 +1,27 @@
+"""bench/device_paper.py's logic at a tiny size on the CPU (the real run needs a lent GPU)."""
+
+import json
+import sys
+from pathlib import Path
+
+from tests.test_cli import make_tiny_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import device_paper  # noqa: E402
+
+
+def test_tiny_device_run_trains_evaluates_and_reports_both_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("QIDBM_DATA_DIR", str(make_tiny_mnist(tmp_path / "data", n_train=1800)))  # 3 batches of 600
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    assert device_paper.main(["--tiny", "--out", str(out), "--minutes", "2"]) == 0
+    res = json.loads((out / "device_paper.json").read_text())
+    assert [r["model"] for r in res["rows"]] == ["dbm", "qidbm"]
+    for r in res["rows"]:
+        assert r["updates"] == 3 and r["fraction_of_paper_schedule"] == 3 / 100_000
+        assert "--trainer.max_time 00:00:02:00" in r["fit_command"] and "configs/paper/mnist_binary/base.yaml" in r["fit_command"]
+        assert (out / f"{r['model']}_498" / "checkpoints" / "last.ckpt").is_file()
+        assert r["evaluate"]["model"] == ("QiDBM" if r["model"] == "qidbm" else "DBM")
+    assert "% of the paper's 100,000" in (out / "device_paper.md").read_text()
