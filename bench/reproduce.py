@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=["binary", "grbm", "study"], default="binary")
     p.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--configs", choices=["paper", "cpu"], default="paper",
-                   help="configs/paper (the paper's recipe) or configs/cpu (the CPU-budget recipe: batch 100, PCD, 3 epochs)")
+                   help="configs/paper (the paper's recipe) or configs/cpu (the CPU-budget recipes: batch 100, see docs/training.md)")
     p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel (one torch thread each when > 1)")
     p.add_argument("--sizes", type=int, nargs="+", default=[498, 588, 686, 784])
     p.add_argument("--epochs", type=int, default=None, help="training epochs (cpu default 2, gpu 100)")
