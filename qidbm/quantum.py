@@ -135,7 +135,7 @@ def _half_tanhc(r: Tensor) -> Tensor:
     """``tanh(r) / 2r = (sigmoid(2r) - 1/2) / r`` to absolute accuracy (a few eps; 0 at r = 0 is
     not its limit 1/2, but every caller multiplies it by u or gamma, both 0 there).
 
-    float32 ``tanh`` costs about ten ``sigmoid``s on a CPU. ``sigmoid(2r) - 1/2`` loses digits for
+    ``sigmoid`` is much cheaper than float32 ``tanh`` on a CPU. ``sigmoid(2r) - 1/2`` loses digits for
     small r, but callers multiply by ``|u| <= r`` or ``|gamma| <= r``, which keeps their error absolute.
     """
     s = torch.sigmoid(2.0 * r)
@@ -228,8 +228,8 @@ def qubit_draw_prob(phi: Tensor, gamma: Tensor) -> Tensor:
     """``P(n = 1) = 1/2 + u tanh(r) / 2r = 1/2 + phi (sigmoid(rho) - 1/2) / rho``, ``rho = 2r =
     sqrt(phi^2 + 4 gamma^2)``: the form the samplers use.
 
-    Eight cheap elementwise passes instead of :func:`qubit_prob_one`'s ~25 (on a CPU the accurate
-    form costs more than the layer's matrix product). The price is relative accuracy in the
+    Eight cheap elementwise passes (no ``tanh``, no ``hypot``) instead of :func:`qubit_prob_one`'s
+    ~25 (bench/RESULTS_perf.md measures what that buys). The price is relative accuracy in the
     tails: the error is absolute, a few float eps (float32: <= 2e-7; ``sigmoid(rho) - 1/2`` loses
     digits for small rho, but ``|phi| <= rho`` keeps the product's error absolute), so P(n = 1)
     below ~1e-7 comes out as ~0. A 0/1 draw against float32 uniforms (grid 2^-24) and a mean-field
