@@ -25,3 +25,24 @@ def test_tiny_device_run_trains_evaluates_and_reports_both_models(tmp_path, monk
         assert (out / f"{r['model']}_498" / "checkpoints" / "last.ckpt").is_file()
         assert r["evaluate"]["model"] == ("QiDBM" if r["model"] == "qidbm" else "DBM")
     assert "% of the paper's 100,000" in (out / "device_paper.md").read_text()
+
+
+def test_tiny_celeba_device_run_trains_evaluates_and_reports_grbm_and_qgrbm(tmp_path, monkeypatch):
+    from qidbm.data.testing import make_celeba_folder
+
+    make_celeba_folder(tmp_path / "data", partition=(0,) * 12 + (2,) * 4)
+    monkeypatch.setenv("QIDBM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    assert device_paper.main(["--recipe", "celeba32", "--tiny", "--out", str(out), "--minutes", "2"]) == 0
+    res = json.loads((out / "device_paper.json").read_text())
+    assert res["recipe"] == "celeba32" and [r["model"] for r in res["rows"]] == ["grbm", "qgrbm"]
+    for r in res["rows"]:
+        assert r["updates"] == 3 and r["fraction_of_paper_schedule"] == 3 / 63_600
+        assert "configs/paper/grbm/celeba32_" in r["fit_command"]
+        assert (out / r["run"] / "checkpoints" / "last.ckpt").is_file()
+        assert r["evaluate"]["model"] == r["model"].upper()
+        assert "celeba" in (out / r["run"] / "logs" / "version_0" / "config.yaml").read_text().lower()
+    assert "GRBM vs QGRBM" in (out / "device_paper.md").read_text()
+    with __import__("pytest").raises(SystemExit):
+        device_paper.main(["--recipe", "celeba32", "--models", "dbm", "--tiny", "--out", str(out)])

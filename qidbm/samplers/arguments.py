@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from qidbm.samplers.drawing import SamplingSpec, trained_sampling
+from qidbm.samplers.drawing import OUTPUTS, SamplingSpec, trained_sampling
 
 
 def add_sampling_arguments(p) -> None:
@@ -18,7 +18,7 @@ def add_sampling_arguments(p) -> None:
                    help=f"Gibbs sweeps per chain (default: as trained, else {d.num_steps})")
     p.add_argument("--start", choices=["noise", "data", "local_mode"], default=None,
                    help=f"chain start (default: as trained, else {d.start})")
-    p.add_argument("--output", choices=["sample", "mean", "local_mode", "local_search"], default=None,
+    p.add_argument("--output", choices=list(OUTPUTS), default=None,
                    help=f"what is returned (default: as trained, else {d.output})")
     p.add_argument("--quantum-step", choices=["paper", "exact"], default=None,
                    help=f"quantum Gibbs step (default: as trained, else {d.quantum_step})")

@@ -9,7 +9,9 @@ every number (docs/maths.md, 'FID protocol'):
   points, hidden layers from their mean field) or ``"local_mode"`` (the local mode
   reached from data points, Taniguchi et al. 2023);
 * ``output``: ``"sample"`` (the last visible sample), ``"mean"`` (its conditional mean
-  given the last hidden state), ``"local_mode"`` (the visible part of the local mode
+  given the last hidden state), ``"mean_field"`` (the visible conditional mean under the hidden
+  layers' mean field given the last visible sample: E[v | h = <h>_{v}], which averages out the
+  hidden draw's noise, for Gaussian visibles a denoised image), ``"local_mode"`` (the visible part of the local mode
   reached from the last visible state's mean field) or ``"local_search"`` (the visible part
   of the local mode that zero-temperature block updates reach from the last full state, the
   block order drawn per chain: with ``start="noise"`` and ``num_steps=0``, Taniguchi et al.'s
@@ -32,7 +34,8 @@ from qidbm.samplers.chain import ChainStats, bernoulli
 from qidbm.samplers.kernels import BlockGibbsKernel, make_kernel
 
 Start = Literal["noise", "data", "local_mode"]
-Output = Literal["sample", "mean", "local_mode", "local_search"]
+Output = Literal["sample", "mean", "mean_field", "local_mode", "local_search"]
+OUTPUTS: tuple[str, ...] = ("sample", "mean", "mean_field", "local_mode", "local_search")
 
 
 @dataclass
@@ -52,8 +55,8 @@ class SamplingSpec:
             raise ValueError(f"num_steps must be >= 0, got {self.num_steps}")
         if self.start not in ("noise", "data", "local_mode"):
             raise ValueError(f"start must be 'noise', 'data' or 'local_mode', got {self.start!r}")
-        if self.output not in ("sample", "mean", "local_mode", "local_search"):
-            raise ValueError(f"output must be 'sample', 'mean', 'local_mode' or 'local_search', got {self.output!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {list(OUTPUTS)}, got {self.output!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.matmul_precision not in MATMUL_PRECISIONS:
@@ -145,6 +148,8 @@ def _draw_batch(model, n: int, i: int, spec: SamplingSpec, kernel, data, generat
         return state[0]
     if spec.output == "mean":
         return model.conditional(0, state)[0]
+    if spec.output == "mean_field":
+        return model.conditional(0, model.mean_field(state[0]))[0]
     if spec.output == "local_search":
         from qidbm.samplers.taniguchi import local_search
 

@@ -236,3 +236,18 @@ def test_local_mode_is_a_fixed_point_of_the_block_ascent():
         for parity in (1, 0):
             for l in range(parity, m.num_layers, 2):
                 assert torch.equal((m.conditional(l, st)[0] > 0.5).double(), st[l]), l
+
+
+@pytest.mark.parametrize("cls", [DBM, QiDBM])
+def test_orthogonal_weight_init_and_its_checkpoint_config(cls):
+    torch.manual_seed(0)
+    m = cls([12, 7, 9], weight_init="orthogonal")
+    w0, w1 = m.layer_weight(0).detach().double(), m.layer_weight(1).detach().double()
+    torch.testing.assert_close(w0.T @ w0, torch.eye(7, dtype=torch.float64), atol=1e-6, rtol=0)  # tall: columns orthonormal
+    torch.testing.assert_close(w1 @ w1.T, torch.eye(7, dtype=torch.float64), atol=1e-6, rtol=0)  # wide: rows orthonormal
+    assert all(b.abs().max() == 0 for b in m.biases)
+    again = build_model(type(m).__name__, m.config())
+    assert again.config()["weight_init"] == "orthogonal"
+    assert "weight_init" not in cls([12, 7, 9]).config()  # default: configs stay as older checkpoints wrote them
+    with pytest.raises(ValueError, match="weight_init must be"):
+        cls([12, 7], weight_init="xavier")

@@ -1,0 +1,35 @@
+"""bench/quality_curve.py on a tiny run: every checkpoint scored, training time read from Lightning's Timer."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from qidbm.cli import main
+from tests.test_cli import FID_WEIGHTS, tiny_run  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import quality_curve  # noqa: E402
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
+def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, tmp_path):  # noqa: F811
+    cfg, out = tiny_run
+    main(["fit", "--config", str(cfg), "--trainer.max_time", "00:00:05:00", "--trainer.max_epochs", "2",
+          "--model.init_args.negative_start", "noise", "--model.init_args.cd_steps", "2",
+          "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", str(out / "checkpoints"),
+          "--trainer.callbacks.every_n_train_steps", "2", "--trainer.callbacks.save_top_k", "-1",
+          "--trainer.callbacks.filename", "{step}"])
+    res = tmp_path / "q"
+    assert quality_curve.main([str(out), "--fid-samples", "12", "--coverage-samples", "12", "--fid-weights",
+                               str(FID_WEIGHTS), "--data-root", str(tmp_path / "data"), "--out", str(res)]) == 0
+    rows = json.loads(res.with_suffix(".json").read_text())["rows"]
+    assert [r["global_step"] for r in rows] == [2, 4, 6]
+    secs = [r["train_seconds"] for r in rows]
+    assert all(0 < a < b for a, b in zip(secs, secs[1:]))  # Timer's elapsed training time, increasing
+    assert all(r["fid"] > 0 and r["fid_samples"] == 12 and "start=noise" in r["sampling"] for r in rows)
+    assert sum(rows[-1]["coverage"]["fractions"]) == pytest.approx(1, abs=1e-3)
+    assert res.with_suffix(".png").stat().st_size > 1000
