@@ -224,15 +224,11 @@ def qubit_prob_one(phi: Tensor, gamma: Tensor) -> Tensor:
     return _prob_one_from(r, rpu, rmu, torch.exp(-2.0 * r))
 
 
-# 0-dim CPU tensors of 1/2 by dtype, the ``input`` of an addcdiv (a CPU scalar mixes with any device)
-_HALF: dict = {}
-
-
 def qubit_draw_prob(phi: Tensor, gamma: Tensor) -> Tensor:
     """``P(n = 1) = 1/2 + u tanh(r) / 2r = 1/2 + phi (sigmoid(rho) - 1/2) / rho``, ``rho = 2r =
     sqrt(phi^2 + 4 gamma^2)``: the form the samplers use.
 
-    Six cheap elementwise passes (no ``tanh``, no ``hypot``) instead of :func:`qubit_prob_one`'s
+    Seven cheap elementwise passes (no ``tanh``, no ``hypot``) instead of :func:`qubit_prob_one`'s
     ~25 (bench/RESULTS_perf.md measures what that buys). The price is relative accuracy in the
     tails: the error is absolute, a few float eps (float32: <= 2e-7; ``sigmoid(rho) - 1/2`` loses
     digits for small rho, but ``|phi| <= rho`` keeps the product's error absolute), so P(n = 1)
@@ -247,14 +243,11 @@ def qubit_draw_prob(phi: Tensor, gamma: Tensor) -> Tensor:
     rho = torch.addcmul(4.0 * gamma * gamma + tiny, phi, phi)
     if phi.requires_grad or gamma.requires_grad:  # autograd keeps sigmoid's output: out of place
         rho = rho.sqrt()
-        return (torch.sigmoid(rho) - 0.5) * phi / rho + 0.5
+        return (torch.sigmoid(rho) - 0.5) / rho * phi + 0.5
     rho = rho.sqrt_()
-    # six passes: addcmul, sqrt, sigmoid, sub, mul, addcdiv (1/2 + s / rho)
-    s = torch.sigmoid(rho).sub_(0.5).mul_(phi)
-    half = _HALF.get(s.dtype)
-    if half is None:
-        half = _HALF[s.dtype] = torch.tensor(0.5, dtype=s.dtype)
-    return torch.addcdiv(half, s, rho, out=s)
+    # seven passes: addcmul, sqrt, sigmoid, sub, div, mul, add (separate, not fused: an FMA would
+    # round 1/2 + (1/2 / |phi|) phi above 1 at gamma = 0)
+    return torch.sigmoid(rho).sub_(0.5).div_(rho).mul_(phi).add_(0.5)
 
 
 def qubit_log_prob(n: Tensor, phi: Tensor, gamma: Tensor) -> Tensor:
