@@ -148,6 +148,10 @@ def _quiet_known_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before torch is imported: only then does glibc keep freed blocks of every size (qidbm/allocator.py)
+    from qidbm.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
     _quiet_known_warnings()
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)

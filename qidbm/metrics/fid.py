@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm.auto import tqdm
 
+from qidbm.allocator import reuse_freed_memory
 from qidbm.metrics.frechet import frechet_distance, gaussian_moments
 from qidbm.metrics.inception import (
     FEATURE_DIM,
@@ -179,6 +180,7 @@ class InceptionFeatures(nn.Module):
         float32 round-off, faster).
         """
         path = resolve_weights_path(weights_path)
+        reuse_freed_memory()  # the network's per-batch activation buffers (qidbm/allocator.py)
         network = build_fid_inception(path, fuse_bn=fuse_bn)
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
