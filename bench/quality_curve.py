@@ -33,9 +33,40 @@ def training_seconds(ckpt: dict) -> float | None:
     return None
 
 
+def run_label(rows: list[dict]) -> str:
+    """``DBM (dbm_s1)``: the model and the run folder, skipping Lightning's ``lightning_logs/version_N``."""
+    parts = [x for x in Path(rows[0]["run"]).parts if x != "lightning_logs" and not x.startswith("version_")]
+    return f"{rows[0]['model']} ({parts[-1] if parts else rows[0]['run']})"
+
+
+def plot(rows: list[dict], png: Path, fid_samples: int, hw: str) -> None:
+    """FID and classes within 4-20 % against training minutes, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for run in dict.fromkeys(r["run"] for r in rows):
+        pts = [r for r in rows if r["run"] == run]
+        t = [r["train_seconds"] / 60 for r in pts]
+        ax1.plot(t, [r["fid"] for r in pts], "o-", label=run_label(pts))
+        if pts[0]["coverage"]:
+            ax2.plot(t, [r["coverage"]["classes_in_range"] for r in pts], "o-", label=run_label(pts))
+    ax1.set_xlabel("training wall time (min)")
+    ax1.set_ylabel(f"FID ({fid_samples} samples)")
+    ax2.set_xlabel("training wall time (min)")
+    ax2.set_ylabel("classes with 4-20 % of samples")
+    ax2.set_ylim(0, 10.5)
+    ax1.legend(fontsize=7)
+    fig.suptitle(hw, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (each with checkpoints/)")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders (each with checkpoints/)")
     p.add_argument("--fid-samples", type=int, default=2000)
     p.add_argument("--coverage-samples", type=int, default=1000)
     p.add_argument("--num-steps", type=int, default=1000, help="Gibbs sweeps when the run has no trained sampling")
@@ -43,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None)
     p.add_argument("--every", type=int, default=1, help="evaluate every n-th checkpoint (the last always)")
     p.add_argument("--out", required=True, help="output path without extension (.json and .png are written)")
+    p.add_argument("--replot", type=Path, default=None, help="draw <out>.png from this JSON of an earlier run (no sampling)")
     a = p.parse_args(argv)
+    if a.replot is not None:
+        saved = json.loads(a.replot.read_text())
+        fid_samples = saved["rows"][0]["fid_samples"] if saved["rows"] else a.fid_samples
+        plot(saved["rows"], Path(a.out).with_suffix(".png"), fid_samples, saved["hardware"])
+        print(f"wrote {Path(a.out).with_suffix('.png')}")
+        return 0
+    if not a.runs:
+        p.error("give run folders to score (or --replot JSON to redraw an earlier result)")
 
     from qidbm.checkpoint import load_checkpoint
     from qidbm.evaluate import checkpoint_files
@@ -99,27 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(
         {"command": "python bench/quality_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
          "hardware": hw, "rows": rows}, indent=2))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for run in a.runs:
-        pts = [r for r in rows if r["run"] == str(run)]
-        t = [r["train_seconds"] / 60 for r in pts]
-        ax1.plot(t, [r["fid"] for r in pts], "o-", label=run.name)
-        if pts and pts[0]["coverage"]:
-            ax2.plot(t, [r["coverage"]["classes_in_range"] for r in pts], "o-", label=run.name)
-    ax1.set_xlabel("training wall time (min)")
-    ax1.set_ylabel(f"FID ({a.fid_samples} samples)")
-    ax2.set_xlabel("training wall time (min)")
-    ax2.set_ylabel("classes with 4-20 % of samples")
-    ax2.set_ylim(0, 10.5)
-    ax1.legend(fontsize=7)
-    fig.suptitle(hw, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plot(rows, out.with_suffix(".png"), a.fid_samples, hw)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
 

@@ -37,3 +37,19 @@ def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, t
     assert all(r["fid"] > 0 and r["fid_samples"] == 12 and "start=noise" in r["sampling"] for r in rows)
     assert sum(rows[-1]["coverage"]["fractions"]) == pytest.approx(1, abs=1e-3)
     assert res.with_suffix(".png").stat().st_size > 1000
+    # the plot again from the JSON alone
+    again = tmp_path / "again"
+    assert quality_curve.main(["--replot", str(res.with_suffix(".json")), "--out", str(again)]) == 0
+    assert again.with_suffix(".png").stat().st_size > 1000
+
+
+def test_run_labels_name_the_model_and_the_run_folder():
+    rows = [{"run": "/w/runs18/dbm_s1/lightning_logs/version_0", "model": "DBM"}]
+    assert quality_curve.run_label(rows) == "DBM (dbm_s1)"
+    assert quality_curve.run_label([{"run": "runs/q", "model": "QiDBM"}]) == "QiDBM (q)"
+
+
+def test_no_runs_and_no_replot_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--out", "x"])
+    assert "give run folders" in capsys.readouterr().err
