@@ -148,7 +148,7 @@ def _quiet_known_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # before torch is imported: only then does glibc keep freed blocks of every size (qidbm/allocator.py)
+    # before torch is imported, so that torch's own start-up allocations follow it too (qidbm/allocator.py)
     from qidbm.allocator import reuse_freed_memory
 
     reuse_freed_memory()
