@@ -30,7 +30,8 @@ from qidbm.quantum import qubit_draw_prob
 from qidbm.samplers.chain import ChainStats, bernoulli
 from qidbm.samplers.kernels import PaperStep, make_kernel
 
-NegativeStart = Literal["data", "persistent", "local_mode", "data_local_mode", "noise"]
+NegativeStart = Literal["data", "persistent", "local_mode", "data_local_mode", "noise", "noise_and_persistent"]
+NEGATIVE_STARTS: tuple[str, ...] = ("data", "persistent", "local_mode", "data_local_mode", "noise", "noise_and_persistent")
 
 
 class BoltzmannModule(L.LightningModule):
@@ -46,7 +47,11 @@ class BoltzmannModule(L.LightningModule):
             :mod:`qidbm.samplers.taniguchi`. The loss then scores full states, quantum layers traced
             out, as their estimator does), ``"data_local_mode"`` (the local mode reached from the
             data's mean field, then ``cd_steps`` sweeps: this package's earlier reading of theirs)
-            or ``"noise"`` (fresh uniform noise, as Liao et al. 2022 do for GRBMs).
+            ``"noise"`` (fresh uniform noise, as Liao et al. 2022 do for GRBMs) or
+            ``"noise_and_persistent"`` (both at once: as many noise-started chains as data rows and
+            ``num_chains`` persistent ones, all run ``cd_steps`` sweeps and weighted equally per row in
+            the negative term; the noise rows keep the k-sweep sampler from noise, the persistent rows
+            pull the model towards maximum likelihood).
         num_chains: persistent chains (default: the batch size).
         positive: the E-step for classical hidden layers that are not summed out (DBMs):
             ``"gibbs"`` (``positive_steps`` sweeps of a chain clamped at the data, started at
@@ -110,10 +115,8 @@ class BoltzmannModule(L.LightningModule):
             raise TypeError(f"model must be a qidbm BoltzmannMachine (RBM, QRBM, ...), got {type(model).__name__}")
         if cd_steps < 1:
             raise ValueError(f"cd_steps must be >= 1, got {cd_steps}")
-        if negative_start not in ("data", "persistent", "local_mode", "data_local_mode", "noise"):
-            raise ValueError(
-                f"negative_start must be one of data, persistent, local_mode, data_local_mode, noise; got {negative_start!r}"
-            )
+        if negative_start not in NEGATIVE_STARTS:
+            raise ValueError(f"negative_start must be one of {', '.join(NEGATIVE_STARTS)}; got {negative_start!r}")
         if persistent_update not in ("sweep", "fused"):
             raise ValueError(f"persistent_update must be 'sweep' or 'fused', got {persistent_update!r}")
         if positive not in ("gibbs", "mean_field", "local_mode"):
@@ -282,12 +285,14 @@ class BoltzmannModule(L.LightningModule):
     def _negative_chains(self, v: Tensor) -> tuple[State, ChainStats]:
         """:meth:`negative_phase` and the statistics of the negative chains (the kernel's acceptance)."""
         m, g, start = self.model, self._generator, self.hparams.negative_start
-        if start == "persistent":
+        if start in ("persistent", "noise_and_persistent"):
             n = self.hparams.num_chains or v.shape[0]
             if self._chains is None or self._chains[0].shape[0] != n:
                 self._chains = m.random_state(n, g)
             state = self._chains
-            if self._reuses_free_energy_fields:
+            if start == "noise_and_persistent":
+                state = [torch.cat([a, b]) for a, b in zip(m.random_state(v.shape[0], g), state)]
+            elif self._reuses_free_energy_fields:
                 k = self.hparams.cd_steps
                 return self.kernel.run_half_sweeps(m, state, [0] + [1, 0] * (k - 1), generator=g)
         elif start == "noise":
@@ -304,6 +309,8 @@ class BoltzmannModule(L.LightningModule):
         state, stats = self.kernel.run(m, state, self.hparams.cd_steps, generator=g)
         if start == "persistent":
             self._chains = state
+        elif start == "noise_and_persistent":  # the persistent chains are the last rows
+            self._chains = [x[v.shape[0]:] for x in state]
         return state, stats
 
     def doem_loss(self, v: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

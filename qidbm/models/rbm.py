@@ -20,6 +20,7 @@ class _OneHiddenLayer(BoltzmannMachine):
         weight_std: float = 0.01,
         transverse_field_init: float = 1.0,
         coupled_field: bool = False,
+        learn_variance: bool = True,
     ) -> None:
         super().__init__()
         if n_visible < 1 or n_hidden < 1:
@@ -32,6 +33,12 @@ class _OneHiddenLayer(BoltzmannMachine):
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
         if self.gaussian_visible:
             self.log_variance = nn.Parameter(torch.zeros(n_visible))
+            if not learn_variance:
+                # fixed s^2 (set from the data at the start of a fit): no gradient, no optimizer step
+                self.log_variance.requires_grad_(False)
+                self._init_args["learn_variance"] = False
+        elif not learn_variance:
+            raise ValueError("learn_variance=False needs Gaussian visible units: use GRBM or QGRBM")
         if self._quantum:
             self._init_args.update(transverse_field_init=float(transverse_field_init), coupled_field=bool(coupled_field))
             # Gamma = |transverse_field| (+ coupling): unconstrained, so every optimizer step is valid.
@@ -97,12 +104,12 @@ class QRBM(_OneHiddenLayer):
 
 class GRBM(_OneHiddenLayer):
     """Gaussian-Bernoulli RBM (Liao et al. 2022): ``E = sum (v-mu)^2/2s^2 - (v/s^2)^T W h - b.h``,
-    ``mu = visible_bias``, ``s^2 = exp(log_variance)``."""
+    ``mu = visible_bias``, ``s^2 = exp(log_variance)`` (learned, or fixed with ``learn_variance=False``)."""
 
     gaussian_visible = True
 
-    def __init__(self, n_visible: int, n_hidden: int, weight_std: float = 0.01) -> None:
-        super().__init__(n_visible, n_hidden, weight_std)
+    def __init__(self, n_visible: int, n_hidden: int, weight_std: float = 0.01, learn_variance: bool = True) -> None:
+        super().__init__(n_visible, n_hidden, weight_std, learn_variance=learn_variance)
 
 
 class QGRBM(_OneHiddenLayer):

@@ -72,8 +72,8 @@ class SamplingSpec:
 def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec | None:
     """The sampling a machine was trained to produce, from its training hyperparameters, or None.
 
-    A machine trained with negative chains that start from noise (``negative_start="noise"``,
-    ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way,
+    A machine trained with negative chains that start from noise (``negative_start="noise"`` or
+    ``"noise_and_persistent"``, ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way,
     noise then k sweeps, and returned as the visible state itself for binary units (the machine's
     own binary images, compared with binarised data) or as the conditional mean for Gaussian units
     (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same). One trained by
@@ -84,7 +84,7 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
     hp = hparams or {}
     start, step = hp.get("negative_start"), hp.get("quantum_step", "paper")
     precision = hp.get("matmul_precision", "float32")
-    if start == "noise":
+    if start in ("noise", "noise_and_persistent"):
         return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise",
                             output="mean" if gaussian_visible else "sample", quantum_step=step,
                             visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qidbm.models import DBM, QRBM, RBM, QiDBM
 from qidbm.lightning import BoltzmannModule
+from qidbm.samplers.chain import ChainStats
 from tests.dense import bits
 
 
@@ -257,3 +258,51 @@ def test_pcd_chains_drawn_from_free_energy_fields_have_the_right_stationary_law(
         table = table[:, table.sum(0) > 0]
         pvals.append(stats.chi2_contingency(table).pvalue)
     assert stats.combine_pvalues(pvals, method="fisher").pvalue > 0.01 if len(pvals) > 1 else pvals[0] > 0.01, pvals
+
+
+@pytest.mark.parametrize("cls", ["GRBM", "QGRBM"])
+def test_fixed_variance_stays_at_its_data_value_while_the_rest_trains(tmp_path, cls):
+    import qidbm.models as models
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 6, dtype=torch.float64) * torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    model = getattr(models, cls)(6, 3, learn_variance=False).double()
+    module = BoltzmannModule(model, cd_steps=2, negative_start="noise", lr=0.05, momentum=0.9, chain_seed=0)
+    w0 = model.weight.detach().clone()
+    dm = L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16)
+    trainer(tmp_path, max_steps=5).fit(module, datamodule=dm)
+    # set once from the data (each pixel's variance, floored at the mean), then never stepped
+    var = x.var(0)
+    assert torch.allclose(model.log_variance, torch.log(var.clamp_min(var.mean())))
+    assert model.log_variance.grad is None and not torch.equal(model.weight, w0)
+    assert model.config()["learn_variance"] is False
+
+
+def test_fixed_variance_needs_gaussian_visible_units():
+    from qidbm.models.rbm import QRBM as _QRBM, _OneHiddenLayer
+
+    with pytest.raises(ValueError, match="GRBM or QGRBM"):
+        _OneHiddenLayer.__init__(_QRBM.__new__(_QRBM), 4, 3, learn_variance=False)
+
+
+def test_noise_and_persistent_negatives_carry_the_persistent_rows_and_redraw_the_noise_rows():
+    torch.manual_seed(0)
+    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=1, negative_start="noise_and_persistent", num_chains=5)
+    v = bits(4)[:8].double()
+    first, _ = module._negative_chains(v)
+    assert first[0].shape == (13, 4) and torch.equal(module._chains[0], first[0][8:])
+    kept = [x.clone() for x in module._chains]
+    # with a kernel that does not move, the next negatives are fresh noise rows + the stored chains
+    module.kernel.run = lambda m, state, k, **kw: (state, ChainStats())
+    second, _ = module._negative_chains(v)
+    assert torch.equal(second[0][8:], kept[0]) and torch.equal(second[1][8:], kept[1])
+    assert not torch.equal(second[0][:8], first[0][:8])
+    loss, terms = module.doem_loss(v)
+    assert torch.allclose(terms["free_energy_data"], module.model.free_energy(v).mean())
+
+
+def test_noise_and_persistent_machines_sample_as_noise_trained_ones():
+    from qidbm.samplers.drawing import trained_sampling
+
+    spec = trained_sampling({"negative_start": "noise_and_persistent", "cd_steps": 20})
+    assert (spec.start, spec.num_steps, spec.output) == ("noise", 20, "sample")
