@@ -198,7 +198,7 @@ def test_wandb_runs_offline_without_api_key(monkeypatch, tmp_path):
     assert not wandb_should_be_offline()
 
 
-@pytest.mark.parametrize("name", ["dbm_mnist_binary", "qidbm_mnist_binary"])
+@pytest.mark.parametrize("name", ["dbm_mnist_binary", "qidbm_mnist_binary", "grbm_mnist", "qgrbm_mnist"])
 def test_shipped_checkpoints_sample_without_data(name, tmp_path, monkeypatch):
     # the README promises `qidbm sample --ckpt checkpoints/...` straight after install: no data, no network
     from pathlib import Path
