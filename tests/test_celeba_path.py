@@ -24,7 +24,7 @@ def fit_tiny(tmp_path, model):
     main(["fit", "--config", str(REPO / "configs/cpu/grbm/base.yaml"), "--config", str(REPO / f"configs/cpu/grbm/celeba32_{model}.yaml"),
           "--trainer.max_time", "null", "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(out),
           "--trainer.enable_progress_bar", "false", "--model.init_args.model.init_args.n_hidden", "8",
-          "--model.init_args.cd_steps", "2", "--data.init_args.root", str(root), "--data.init_args.download", "false",
+          "--model.init_args.cd_steps", "2", "--model.init_args.lr", "0.003", "--data.init_args.root", str(root), "--data.init_args.download", "false",
           "--data.init_args.batch_size", "4"])
     ckpts = list(out.rglob("last.ckpt"))
     assert len(ckpts) == 1
@@ -39,7 +39,7 @@ def test_celeba_recipe_trains_and_samples_rgb_in_the_data_colours(tmp_path, mode
     assert main(["sample", "--ckpt", str(ckpt), "--num-samples", "6", "--out", str(tmp_path / "s")]) == 0
     x = np.load(tmp_path / "s" / "samples.npy")
     assert x.shape == (6, 3, 32, 32) and x.min() >= 0 and x.max() <= 1 and (tmp_path / "s" / "samples.png").is_file()
-    # Colour mapping oracle: after a few steps of lr 0.03 from 0.01-std weights, the conditional mean
+    # Colour mapping oracle: after a few steps of lr 0.003 from 0.01-std weights, the conditional mean
     # mu + W h of every chain is still the training images' mean image (the visible bias starts at
     # the data mean): decoded samples must match it pixel by pixel and channel by channel, the mean
     # computed from the JPEG files by PIL (crop 140, resize 32), not by the package.
