@@ -279,10 +279,8 @@ def test_fixed_variance_stays_at_its_data_value_while_the_rest_trains(tmp_path, 
 
 
 def test_fixed_variance_needs_gaussian_visible_units():
-    from qidbm.models.rbm import QRBM as _QRBM, _OneHiddenLayer
-
     with pytest.raises(ValueError, match="GRBM or QGRBM"):
-        _OneHiddenLayer.__init__(_QRBM.__new__(_QRBM), 4, 3, learn_variance=False)
+        QRBM(4, 3, learn_variance=False)
 
 
 def test_noise_and_persistent_negatives_carry_the_persistent_rows_and_redraw_the_noise_rows():
@@ -297,7 +295,7 @@ def test_noise_and_persistent_negatives_carry_the_persistent_rows_and_redraw_the
     second, _ = module._negative_chains(v)
     assert torch.equal(second[0][8:], kept[0]) and torch.equal(second[1][8:], kept[1])
     assert not torch.equal(second[0][:8], first[0][:8])
-    loss, terms = module.doem_loss(v)
+    _, terms = module.doem_loss(v)
     assert torch.allclose(terms["free_energy_data"], module.model.free_energy(v).mean())
 
 
