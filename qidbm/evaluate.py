@@ -216,6 +216,9 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
     for l, rate in stats.acceptance().items():
         print(f"acceptance rate (quantum layer {l}): {float(rate):.4f}")
         out[f"acceptance_layer{l}"] = float(rate)
+    if stats.swap_rates():
+        out["replica_swap_rates"] = [float(r) for r in stats.swap_rates().values()]
+        print("replica swap acceptance (pairs 0-1, 1-2, ...): " + ", ".join(f"{r:.3f}" for r in out["replica_swap_rates"]))
     if save:
         folder = Path(save)
         folder.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,8 @@ def cmd_sample(argv: list[str]) -> int:
     print(f"sampling: {spec.describe()}")
     for l, rate in stats.acceptance().items():
         print(f"acceptance rate (quantum layer {l}): {float(rate):.4f}")
+    if stats.swap_rates():
+        print("replica swap acceptance (pairs 0-1, 1-2, ...): " + ", ".join(f"{float(r):.3f}" for r in stats.swap_rates().values()))
     dataset = (info.get("data_info") or {}).get("dataset")
     from qidbm.metrics.classifier import CLASSIFIER_FILES, class_coverage
 

@@ -53,6 +53,12 @@ class BoltzmannModule(L.LightningModule):
             the negative term; the noise rows keep the k-sweep sampler from noise, the persistent rows
             pull the model towards maximum likelihood).
         num_chains: persistent chains (default: the batch size).
+        persistent_betas: replica exchange for the persistent chains (``"persistent"`` or
+            ``"noise_and_persistent"``, ``persistent_update="sweep"``): inverse temperatures
+            ``1 > b_1 > ...``; ``num_chains`` chains per temperature, the ``cd_steps`` sweeps of each
+            step become ``cd_steps`` rounds of sweeps and swaps (:mod:`qidbm.samplers.tempering`), and
+            only the first temperature's chains enter the loss. The hotter chains are not saved in
+            checkpoints (a resume restarts them from noise). Default: none.
         positive: the E-step for classical hidden layers that are not summed out (DBMs):
             ``"gibbs"`` (``positive_steps`` sweeps of a chain clamped at the data, started at
             its mean field), ``"mean_field"`` (the mean-field fixed point itself) or ``"local_mode"``
@@ -109,6 +115,7 @@ class BoltzmannModule(L.LightningModule):
         centering_rate: float = 0.01,
         lr_decay: float = 0.0,
         matmul_precision: Literal["float32", "bfloat16"] = "float32",
+        persistent_betas: list[float] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -139,8 +146,16 @@ class BoltzmannModule(L.LightningModule):
         self.summed_layers = (
             tuple(model.quantum_layers) if negative_start == "local_mode" else model.default_summed_layers()
         )
+        if persistent_betas:
+            from qidbm.samplers.tempering import check_ladder
+
+            check_ladder(persistent_betas, "betas", allow_zero=False)
+            if negative_start not in ("persistent", "noise_and_persistent") or persistent_update != "sweep":
+                raise ValueError("persistent_betas tempers persistent chains: use negative_start 'persistent' or "
+                                 "'noise_and_persistent' with persistent_update 'sweep'")
         self.data_info: dict | None = None
         self._chains: State | None = None
+        self._hot_chains: list[State] | None = None  # the persistent chains above temperature 1
         self._generator: torch.Generator | None = None
         self._restored_generator_state: Tensor | None = None
         self._first_batch_checked = False
@@ -290,6 +305,8 @@ class BoltzmannModule(L.LightningModule):
             if self._chains is None or self._chains[0].shape[0] != n:
                 self._chains = m.random_state(n, g)
             state = self._chains
+            if self.hparams.get("persistent_betas"):
+                return self._tempered_negative_chains(v)
             if start == "noise_and_persistent":
                 state = [torch.cat([a, b]) for a, b in zip(m.random_state(v.shape[0], g), state)]
             elif self._reuses_free_energy_fields:
@@ -312,6 +329,24 @@ class BoltzmannModule(L.LightningModule):
         elif start == "noise_and_persistent":  # the persistent chains are the last rows
             self._chains = [x[v.shape[0]:] for x in state]
         return state, stats
+
+    def _tempered_negative_chains(self, v: Tensor) -> tuple[State, ChainStats]:
+        """The persistent chains advanced by replica exchange (``persistent_betas``), and, for
+        ``noise_and_persistent``, noise-started rows before them."""
+        from qidbm.samplers.tempering import ReplicaExchange
+
+        m, g, k = self.model, self._generator, self.hparams.cd_steps
+        # the ladder follows the parameters of this step
+        rx = ReplicaExchange.temperatures(m, self.hparams.persistent_betas, self.kernel)
+        n = self._chains[0].shape[0]
+        if self._hot_chains is None or len(self._hot_chains) != len(rx.ladder) - 1 or self._hot_chains[0][0].shape[0] != n:
+            self._hot_chains = [t.random_state(n, g) for t in rx.ladder[1:]]
+        states, stats = rx.run([self._chains, *self._hot_chains], k, generator=g)
+        self._chains, self._hot_chains = states[0], states[1:]
+        if self.hparams.negative_start == "persistent":
+            return self._chains, stats
+        noise, s = self.kernel.run(m, m.random_state(v.shape[0], g), k, generator=g)
+        return [torch.cat([a, b]) for a, b in zip(noise, self._chains)], stats.merge(s)
 
     def doem_loss(self, v: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The DO-EM / CD loss and its terms for a batch of visible vectors: the two free-energy
@@ -342,6 +377,8 @@ class BoltzmannModule(L.LightningModule):
         terms = {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
         for l, a in neg_stats.acceptance().items():
             terms[f"acceptance/layer{l}"] = a.float()
+        for k, a in neg_stats.swap_rates().items():
+            terms[f"swap_rate/pair{k}"] = a.float()
         return loss, terms
 
     # ------------------------------------------------------------------ lightning hooks

@@ -10,7 +10,9 @@
 * :mod:`qidbm.samplers.drawing`: :class:`SamplingSpec` and :func:`draw`, the evaluation sampling of
   ``qidbm sample``, ``qidbm evaluate`` and the callbacks;
 * :mod:`qidbm.samplers.arguments`: those options as command-line arguments;
-* :mod:`qidbm.samplers.taniguchi`: Taniguchi et al.'s chains (local search, coupling).
+* :mod:`qidbm.samplers.taniguchi`: Taniguchi et al.'s chains (local search, coupling);
+* :mod:`qidbm.samplers.tempering`: replica exchange over inverse temperatures or transverse-field
+  scales (:class:`ReplicaExchange`).
 """
 
 from qidbm.samplers.chain import ChainStats, bernoulli
@@ -22,9 +24,10 @@ from qidbm.samplers.kernels import (
     PaperStep,
     make_kernel,
 )
+from qidbm.samplers.tempering import ReplicaExchange
 from qidbm.samplers.visible import GaussianGibbs, LangevinVisible
 
 __all__ = [
     "BlockGibbsKernel", "ChainStats", "ExactStep", "GaussianGibbs", "Kernel", "LangevinVisible", "PaperStep",
-    "SamplingSpec", "bernoulli", "draw", "make_kernel", "trained_sampling",
+    "ReplicaExchange", "SamplingSpec", "bernoulli", "draw", "make_kernel", "trained_sampling",
 ]

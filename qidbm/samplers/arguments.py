@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict
 
 from qidbm.samplers.drawing import OUTPUTS, SamplingSpec, trained_sampling
@@ -24,10 +25,23 @@ def add_sampling_arguments(p) -> None:
                    help=f"quantum Gibbs step (default: as trained, else {d.quantum_step})")
     p.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default=None,
                    help=f"precision of the chains' matrix products (default: as trained, else {d.matmul_precision})")
+    p.add_argument("--replica-betas", type=_ladder, default=None, metavar="1,B1,B2,...",
+                   help="replica exchange over these inverse temperatures (comma-separated, from 1 down; "
+                        "samples from the first replica; default: none)")
+    p.add_argument("--replica-field-scales", type=_ladder, default=None, metavar="1,S1,...,0",
+                   help="replica exchange over transverse fields scaled by these factors (quantum machines; "
+                        "comma-separated, from 1 down to >= 0; default: none)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"chains run at once (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--data-root", default=None, help="data root for --start data/local_mode")
+
+
+def _ladder(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.8,0.6, got {text!r}") from None
 
 
 def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec:
@@ -35,5 +49,6 @@ def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = Fal
     from the checkpoint's trained protocol (``hparams``: its training hyperparameters; ``gaussian_visible``:
     the machine's visible units), else the defaults."""
     base = trained_sampling(hparams, gaussian_visible) or SamplingSpec()
-    given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision") if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision",
+                                           "replica_betas", "replica_field_scales") if getattr(args, k, None) is not None}
     return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})

@@ -17,7 +17,11 @@ every number (docs/maths.md, 'FID protocol'):
   block order drawn per chain: with ``start="noise"`` and ``num_steps=0``, Taniguchi et al.'s
   sampler, :func:`qidbm.samplers.taniguchi.local_search`);
 * ``quantum_step``, ``visible_step``: the kernel (:func:`qidbm.samplers.kernels.make_kernel`);
-* ``matmul_precision``: ``"float32"`` or ``"bfloat16"`` matrix products (:mod:`qidbm.precision`).
+* ``matmul_precision``: ``"float32"`` or ``"bfloat16"`` matrix products (:mod:`qidbm.precision`);
+* ``replica_betas`` / ``replica_field_scales``: replica exchange (:mod:`qidbm.samplers.tempering`)
+  over inverse temperatures ``1 > b_1 > ...`` or transverse-field scales ``1 > s_1 > ... >= 0``;
+  every replica starts as ``start`` says and runs ``num_steps`` sweeps, the samples come from the
+  first (the machine itself). Empty: no exchange.
 """
 
 from __future__ import annotations
@@ -49,8 +53,14 @@ class SamplingSpec:
     visible_step: Literal["gibbs", "langevin"] = "gibbs"
     batch_size: int = 1000
     matmul_precision: Literal["float32", "bfloat16"] = "float32"
+    replica_betas: tuple[float, ...] = ()
+    replica_field_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        self.replica_betas = tuple(float(x) for x in self.replica_betas)
+        self.replica_field_scales = tuple(float(x) for x in self.replica_field_scales)
+        if self.replica_betas and self.replica_field_scales:
+            raise ValueError("choose one replica ladder: replica_betas (temperatures) or replica_field_scales")
         if self.num_steps < 0:
             raise ValueError(f"num_steps must be >= 0, got {self.num_steps}")
         if self.start not in ("noise", "data", "local_mode"):
@@ -63,7 +73,18 @@ class SamplingSpec:
             raise ValueError(f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {self.matmul_precision!r}")
 
     def describe(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in asdict(self).items() if k != "batch_size")
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items()
+                         if k != "batch_size" and not (k.startswith("replica_") and not v))
+
+    def replica_exchange(self, model: BoltzmannMachine, kernel: BlockGibbsKernel):
+        """The :class:`~qidbm.samplers.tempering.ReplicaExchange` these options ask for, or None."""
+        from qidbm.samplers.tempering import ReplicaExchange
+
+        if self.replica_betas:
+            return ReplicaExchange.temperatures(model, self.replica_betas, kernel)
+        if self.replica_field_scales:
+            return ReplicaExchange.field_scales(model, self.replica_field_scales, kernel)
+        return None
 
     def kernel(self) -> BlockGibbsKernel:
         return make_kernel(quantum_step=self.quantum_step, visible_step=self.visible_step)
@@ -125,6 +146,7 @@ def draw(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     spec = spec or SamplingSpec()
     kernel = spec.kernel()
+    exchange = spec.replica_exchange(model, kernel)
     stats = ChainStats()
     out = []
     batches = range(0, num_samples, spec.batch_size)
@@ -134,15 +156,22 @@ def draw(
         batches = tqdm(batches, desc=f"sampling ({spec.num_steps} sweeps)", unit="batch")
     with matmul_precision(spec.matmul_precision):
         for i in batches:
-            out.append(_draw_batch(model, min(spec.batch_size, num_samples - i), i, spec, kernel, data, generator, stats))
+            out.append(_draw_batch(model, min(spec.batch_size, num_samples - i), i, spec, kernel, data, generator, stats,
+                                   exchange))
     return torch.cat(out), stats
 
 
-def _draw_batch(model, n: int, i: int, spec: SamplingSpec, kernel, data, generator, stats: ChainStats) -> Tensor:
+def _draw_batch(model, n: int, i: int, spec: SamplingSpec, kernel, data, generator, stats: ChainStats,
+                exchange=None) -> Tensor:
     """One batch of ``n`` samples, the ``i``-th sample onwards (``data`` rows ``i:i+n`` start its chains)."""
     d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
-    state = start_state(model, spec.start, n, d, generator)
-    state, s = kernel.run(model, state, spec.num_steps, generator=generator)
+    if exchange is None:
+        state = start_state(model, spec.start, n, d, generator)
+        state, s = kernel.run(model, state, spec.num_steps, generator=generator)
+    else:
+        states = [start_state(m, spec.start, n, d, generator) for m in exchange.ladder]
+        states, s = exchange.run(states, spec.num_steps, generator=generator)
+        state = states[0]
     stats.merge(s)
     if spec.output == "sample":
         return state[0]

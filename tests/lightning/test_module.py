@@ -304,3 +304,41 @@ def test_noise_and_persistent_machines_sample_as_noise_trained_ones():
 
     spec = trained_sampling({"negative_start": "noise_and_persistent", "cd_steps": 20})
     assert (spec.start, spec.num_steps, spec.output) == ("noise", 20, "sample")
+
+
+def test_tempered_persistent_chains_draw_the_exact_distribution_and_keep_their_replicas():
+    from tests.dense import dense_marginal
+    from tests.samplers.test_gibbs import chi2_pvalue, visible_counts
+
+    torch.manual_seed(0)
+    model = RBM(3, 2).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, dtype=p.dtype) * 1.5)
+    module = BoltzmannModule(model, cd_steps=30, negative_start="persistent", num_chains=4000,
+                             persistent_betas=[1.0, 0.6, 0.3])
+    module._generator = torch.Generator().manual_seed(1)
+    v = bits(3)[:8].double()
+    neg, neg_stats = module._negative_chains(v)
+    assert neg[0].shape == (4000, 3) and neg[0] is module._chains[0]
+    assert len(module._hot_chains) == 2 and module._hot_chains[0][0].shape == (4000, 3)
+    assert chi2_pvalue(visible_counts(neg[0], 3), dense_marginal(model, [0])) > 1e-3
+    assert set(neg_stats.swap_rates()) == {0, 1}
+    # noise_and_persistent: the noise rows first, then the tempered persistent rows
+    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=2, negative_start="noise_and_persistent", num_chains=5,
+                             persistent_betas=[1.0, 0.5])
+    module._generator = torch.Generator().manual_seed(2)
+    neg, _ = module._negative_chains(bits(4)[:8].double())
+    assert neg[0].shape == (13, 4) and torch.equal(neg[0][8:], module._chains[0])
+    _, terms = module.doem_loss(bits(4)[:8].double())
+    assert "swap_rate/pair0" in terms
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"negative_start": "noise", "persistent_betas": [1.0, 0.5]}, "tempers persistent chains"),
+    ({"negative_start": "persistent", "persistent_update": "fused", "persistent_betas": [1.0, 0.5]}, "tempers persistent"),
+    ({"negative_start": "persistent", "persistent_betas": [0.9, 0.5]}, "first beta must be 1"),
+])
+def test_persistent_betas_reject_what_they_cannot_temper(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BoltzmannModule(RBM(4, 3), **kwargs)
