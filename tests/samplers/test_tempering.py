@@ -166,3 +166,20 @@ def test_sample_cli_takes_a_ladder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         p.parse_args(["--replica-betas", "1,a"])
     assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_swap_free_energies_stay_float32_inside_a_bfloat16_context():
+    from qidbm.models import DBM
+    from qidbm.precision import matmul_precision
+
+    torch.manual_seed(0)
+    m = DBM([20, 12, 8])
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 1.0)
+    rx = ReplicaExchange.temperatures(m, [1.0, 0.8], PaperStep())
+    state = m.random_state(64)
+    exact = m.marginal_free_energy(state, summed=())
+    with matmul_precision("bfloat16"):
+        assert not torch.equal(m.marginal_free_energy(state, summed=()), exact)  # bfloat16 does change F
+        torch.testing.assert_close(rx._free_energy(0, state), exact, rtol=0, atol=0)
