@@ -36,10 +36,10 @@ def test_field_scaled_machine_scales_only_the_transverse_term(kind):
     torch.testing.assert_close(H0, diag, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [GRBM, QGRBM])
-def test_tempered_gaussian_machine_has_beta_times_the_joint_energy(cls):
+@pytest.mark.parametrize("cls, kwargs", [(GRBM, {}), (QGRBM, {}), (QGRBM, {"coupled_field": True})])
+def test_tempered_gaussian_machine_has_beta_times_the_joint_energy(cls, kwargs):
     g = torch.Generator().manual_seed(5)
-    m = cls(4, 3).double()
+    m = cls(4, 3, **kwargs).double()
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
@@ -50,7 +50,7 @@ def test_tempered_gaussian_machine_has_beta_times_the_joint_energy(cls):
     d = m.energy([v, h]) - m.energy([v.flip(0), h.flip(0)])
     dt = t.energy([v, h]) - t.energy([v.flip(0), h.flip(0)])
     torch.testing.assert_close(dt, 0.4 * d, rtol=1e-12, atol=1e-12)
-    if m.quantum_layers:  # the transverse field scales too
+    if m.quantum_layers:  # the transverse field scales too (its coupling reads v / s^2)
         torch.testing.assert_close(t.field(1, [v, h]), 0.4 * m.field(1, [v, h]), rtol=1e-12, atol=1e-12)
 
 
