@@ -156,6 +156,7 @@ class BoltzmannModule(L.LightningModule):
         self.data_info: dict | None = None
         self._chains: State | None = None
         self._hot_chains: list[State] | None = None  # the persistent chains above temperature 1
+        self._exchange = None  # the ReplicaExchange of persistent_betas, rebuilt from the model each step
         self._generator: torch.Generator | None = None
         self._restored_generator_state: Tensor | None = None
         self._first_batch_checked = False
@@ -337,7 +338,11 @@ class BoltzmannModule(L.LightningModule):
 
         m, g, k = self.model, self._generator, self.hparams.cd_steps
         # the ladder follows the parameters of this step
-        rx = ReplicaExchange.temperatures(m, self.hparams.persistent_betas, self.kernel)
+        if self._exchange is None:
+            self._exchange = ReplicaExchange.temperatures(m, self.hparams.persistent_betas, self.kernel)
+        else:
+            self._exchange.refresh(m)
+        rx = self._exchange
         n = self._chains[0].shape[0]
         if self._hot_chains is None or len(self._hot_chains) != len(rx.ladder) - 1 or self._hot_chains[0][0].shape[0] != n:
             self._hot_chains = [t.random_state(n, g) for t in rx.ladder[1:]]
