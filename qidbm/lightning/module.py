@@ -50,9 +50,14 @@ class BoltzmannModule(L.LightningModule):
             ``"noise"`` (fresh uniform noise, as Liao et al. 2022 do for GRBMs) or
             ``"noise_and_persistent"`` (both at once: as many noise-started chains as data rows and
             ``num_chains`` persistent ones, all run ``cd_steps`` sweeps and weighted equally per row in
-            the negative term; the noise rows keep the k-sweep sampler from noise, the persistent rows
-            pull the model towards maximum likelihood).
+            the negative term unless ``persistent_weight`` is set; the noise rows keep the k-sweep
+            sampler from noise, the persistent rows pull the model towards maximum likelihood).
         num_chains: persistent chains (default: the batch size).
+        persistent_weight: ``"noise_and_persistent"`` only: the weight w of the persistent rows in the
+            negative term, ``F_neg = (1 - w) mean_noise F + w mean_persistent F`` (default: per row,
+            w = num_chains / (num_chains + batch size)). The gradient then matches the data to that
+            mixture of the noise sampler and the model's equilibrium; a smaller w leaves less of
+            the persistent chains' excess in some modes to the noise sampler to make up.
         persistent_betas: replica exchange for the persistent chains (``"persistent"`` or
             ``"noise_and_persistent"``, ``persistent_update="sweep"``): inverse temperatures
             ``1 > b_1 > ...``; ``num_chains`` chains per temperature, the ``cd_steps`` sweeps of each
@@ -116,6 +121,8 @@ class BoltzmannModule(L.LightningModule):
         lr_decay: float = 0.0,
         matmul_precision: Literal["float32", "bfloat16"] = "float32",
         persistent_betas: list[float] | None = None,
+        persistent_weight: float | None = None,
+        noise_density: list[float] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -153,6 +160,19 @@ class BoltzmannModule(L.LightningModule):
             if negative_start not in ("persistent", "noise_and_persistent") or persistent_update != "sweep":
                 raise ValueError("persistent_betas tempers persistent chains: use negative_start 'persistent' or "
                                  "'noise_and_persistent' with persistent_update 'sweep'")
+        if persistent_weight is not None:
+            if negative_start != "noise_and_persistent":
+                raise ValueError("persistent_weight weighs the persistent rows against the noise rows: use "
+                                 "negative_start 'noise_and_persistent' (or leave persistent_weight unset)")
+            if not 0 < persistent_weight < 1:
+                raise ValueError(f"persistent_weight must be in (0, 1), got {persistent_weight}")
+        if noise_density is not None:
+            from qidbm.models.base import check_density_range
+
+            check_density_range(noise_density)
+            if negative_start not in ("noise", "noise_and_persistent") or model.gaussian_visible:
+                raise ValueError("noise_density sets the start of noise-started negative rows of binary visible "
+                                 "units: use negative_start 'noise' or 'noise_and_persistent' with RBM/QRBM/DBM/QiDBM")
         self.data_info: dict | None = None
         self._chains: State | None = None
         self._hot_chains: list[State] | None = None  # the persistent chains above temperature 1
@@ -309,12 +329,12 @@ class BoltzmannModule(L.LightningModule):
             if self.hparams.get("persistent_betas"):
                 return self._tempered_negative_chains(v)
             if start == "noise_and_persistent":
-                state = [torch.cat([a, b]) for a, b in zip(m.random_state(v.shape[0], g), state)]
+                state = [torch.cat([a, b]) for a, b in zip(self._noise_rows(v.shape[0]), state)]
             elif self._reuses_free_energy_fields:
                 k = self.hparams.cd_steps
                 return self.kernel.run_half_sweeps(m, state, [0] + [1, 0] * (k - 1), generator=g)
         elif start == "noise":
-            state = m.random_state(v.shape[0], g)
+            state = self._noise_rows(v.shape[0])
         elif start == "local_mode":
             from qidbm.samplers.taniguchi import taniguchi_chain
 
@@ -330,6 +350,11 @@ class BoltzmannModule(L.LightningModule):
         elif start == "noise_and_persistent":  # the persistent chains are the last rows
             self._chains = [x[v.shape[0]:] for x in state]
         return state, stats
+
+    def _noise_rows(self, n: int) -> State:
+        """The starts of ``n`` noise-started negative chains (``noise_density``, if set)."""
+        d = self.hparams.get("noise_density")
+        return self.model.random_state(n, self._generator, visible_density=None if d is None else tuple(d))
 
     def _tempered_negative_chains(self, v: Tensor) -> tuple[State, ChainStats]:
         """The persistent chains advanced by replica exchange (``persistent_betas``), and, for
@@ -350,7 +375,7 @@ class BoltzmannModule(L.LightningModule):
         self._chains, self._hot_chains = states[0], states[1:]
         if self.hparams.negative_start == "persistent":
             return self._chains, stats
-        noise, s = self.kernel.run(m, m.random_state(v.shape[0], g), k, generator=g)
+        noise, s = self.kernel.run(m, self._noise_rows(v.shape[0]), k, generator=g)
         return [torch.cat([a, b]) for a, b in zip(noise, self._chains)], stats.merge(s)
 
     def doem_loss(self, v: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -377,7 +402,7 @@ class BoltzmannModule(L.LightningModule):
             self._chains = neg
         if self.hparams.get("centering", False):
             self._batch_means = self._positive_means(pos, fields, n_pos)
-        f_pos, f_neg = f[:n_pos].mean(), f[n_pos:].mean()
+        f_pos, f_neg = f[:n_pos].mean(), self._negative_free_energy(f[n_pos:], n_pos)
         loss = f_pos - f_neg
         terms = {"free_energy_data": f_pos.detach(), "free_energy_model": f_neg.detach()}
         for l, a in neg_stats.acceptance().items():
@@ -385,6 +410,14 @@ class BoltzmannModule(L.LightningModule):
         for k, a in neg_stats.swap_rates().items():
             terms[f"swap_rate/pair{k}"] = a.float()
         return loss, terms
+
+    def _negative_free_energy(self, f_neg: Tensor, num_noise: int) -> Tensor:
+        """The negative term: the mean over the negative rows, or with ``persistent_weight`` w,
+        ``(1 - w) mean(noise rows) + w mean(persistent rows)`` (the noise rows come first)."""
+        w = self.hparams.get("persistent_weight")
+        if w is None:
+            return f_neg.mean()
+        return (1 - w) * f_neg[:num_noise].mean() + w * f_neg[num_noise:].mean()
 
     # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -52,6 +52,17 @@ def check_quantum_layers(num_layers: int, quantum_layers: Iterable[int]) -> tupl
     return q
 
 
+def check_density_range(density) -> tuple[float, float]:
+    """``(lo, hi)`` with ``0 <= lo <= hi <= 1`` (the range of a noise start's density), or a ValueError."""
+    try:
+        lo, hi = (float(x) for x in density)
+    except (TypeError, ValueError):
+        raise ValueError(f"a start density range is two numbers lo, hi with 0 <= lo <= hi <= 1, got {density!r}") from None
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"a start density range needs 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+    return lo, hi
+
+
 class BoltzmannMachine(nn.Module):
     """Base class: generic layer-wise maths shared by RBM, QRBM, GRBM, QGRBM, DBM and QiDBM.
 
@@ -244,15 +255,30 @@ class BoltzmannMachine(nn.Module):
         return self._free_energy(states, set())
 
     # ------------------------------------------------------------------ sampling conveniences
-    def random_state(self, batch_size: int, generator: torch.Generator | None = None) -> State:
-        """Uniform random binary layers (standard normal around mu for a Gaussian visible layer)."""
+    def random_state(self, batch_size: int, generator: torch.Generator | None = None,
+                     visible_density: tuple[float, float] | None = None) -> State:
+        """Uniform random binary layers (standard normal around mu for a Gaussian visible layer).
+
+        ``visible_density=(lo, hi)``: binary visible units start ``Bernoulli(q)`` with one
+        ``q ~ U(lo, hi)`` per chain instead of ``q = 1/2``, so the starts' ink varies across chains
+        (a short chain keeps some memory of its start's density: sparse starts reach thin digits).
+        """
         p = self.layer_bias(0)
         dev, dt = p.device, p.dtype
+        if visible_density is not None:
+            check_density_range(visible_density)
+            if self.gaussian_visible:
+                raise ValueError("visible_density sets the start density of binary visible units; "
+                                 f"{type(self).__name__} has Gaussian visible units (leave it unset)")
         out = []
         for l, n in enumerate(self.layer_sizes):
             if l == 0 and self.gaussian_visible:
                 z = torch.randn(batch_size, n, generator=generator, device=dev, dtype=dt)
                 out.append(self.layer_bias(0).detach() + z * self.visible_std.detach())
+            elif l == 0 and visible_density is not None:
+                lo, hi = visible_density
+                q = lo + (hi - lo) * torch.rand(batch_size, 1, generator=generator, device=dev, dtype=dt)
+                out.append((torch.rand(batch_size, n, generator=generator, device=dev, dtype=dt) < q).to(dt))
             else:
                 out.append((torch.rand(batch_size, n, generator=generator, device=dev, dtype=dt) < 0.5).to(dt))
         return out

@@ -31,6 +31,9 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--replica-field-scales", type=_ladder, default=None, metavar="1,S1,...,0",
                    help="replica exchange over transverse fields scaled by these factors (quantum machines; "
                         "comma-separated, from 1 down to >= 0; default: none)")
+    p.add_argument("--noise-density", type=_density, default=None, metavar="LO,HI",
+                   help="a noise start's binary visible units are Bernoulli(q), q ~ U(LO, HI) per chain "
+                        "(default: as trained, else 0.5,0.5: uniform noise)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"chains run at once (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -44,11 +47,24 @@ def _ladder(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.8,0.6, got {text!r}") from None
 
 
+def _density(text: str) -> tuple[float, float]:
+    from qidbm.models.base import check_density_range
+
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+        return check_density_range((lo, hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 <= LO <= HI <= 1 such as 0.3,0.7, got {text!r}") from None
+
+
 def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec:
     """The :class:`SamplingSpec` of parsed :func:`add_sampling_arguments`: the options given, the rest
     from the checkpoint's trained protocol (``hparams``: its training hyperparameters; ``gaussian_visible``:
     the machine's visible units), else the defaults."""
     base = trained_sampling(hparams, gaussian_visible) or SamplingSpec()
     given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision",
-                                           "replica_betas", "replica_field_scales") if getattr(args, k, None) is not None}
+                                           "replica_betas", "replica_field_scales", "noise_density")
+             if getattr(args, k, None) is not None}
+    if given.get("start", "noise") != "noise" and "noise_density" not in given:
+        given["noise_density"] = None  # a trained noise start's density does not apply to data starts
     return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})

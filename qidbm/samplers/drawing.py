@@ -5,7 +5,8 @@ How samples are drawn changes FID, so every option is explicit and printed next 
 every number (docs/maths.md, 'FID protocol'):
 
 * ``num_steps``: block Gibbs sweeps per chain;
-* ``start``: ``"noise"`` (uniform random layers), ``"data"`` (visible layer at data
+* ``start``: ``"noise"`` (uniform random layers; ``noise_density=(lo, hi)``: binary visible units
+  start ``Bernoulli(q)``, ``q ~ U(lo, hi)`` per chain), ``"data"`` (visible layer at data
   points, hidden layers from their mean field) or ``"local_mode"`` (the local mode
   reached from data points, Taniguchi et al. 2023);
 * ``output``: ``"sample"`` (the last visible sample), ``"mean"`` (its conditional mean
@@ -55,8 +56,15 @@ class SamplingSpec:
     matmul_precision: Literal["float32", "bfloat16"] = "float32"
     replica_betas: tuple[float, ...] = ()
     replica_field_scales: tuple[float, ...] = ()
+    noise_density: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.noise_density is not None:
+            from qidbm.models.base import check_density_range
+
+            self.noise_density = check_density_range(self.noise_density)
+            if self.start != "noise":
+                raise ValueError(f"noise_density sets the density of a noise start; start is {self.start!r}")
         self.replica_betas = tuple(float(x) for x in self.replica_betas)
         self.replica_field_scales = tuple(float(x) for x in self.replica_field_scales)
         if self.replica_betas and self.replica_field_scales:
@@ -74,7 +82,7 @@ class SamplingSpec:
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items()
-                         if k != "batch_size" and not (k.startswith("replica_") and not v))
+                         if k != "batch_size" and not ((k.startswith("replica_") or k == "noise_density") and not v))
 
     def replica_exchange(self, model: BoltzmannMachine, kernel: BlockGibbsKernel):
         """The :class:`~qidbm.samplers.tempering.ReplicaExchange` these options ask for, or None."""
@@ -97,7 +105,8 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
     ``"noise_and_persistent"``, ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way,
     noise then k sweeps, and returned as the visible state itself for binary units (the machine's
     own binary images, compared with binarised data) or as the conditional mean for Gaussian units
-    (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same). One trained by
+    (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same); a
+    ``noise_density`` of training is the noise's too. One trained by
     Taniguchi et al.'s estimator (``negative_start="local_mode"``) is sampled their way (noise,
     local search, visible mode). Persistent and data-started chains give no such protocol (None:
     use the global defaults).
@@ -108,17 +117,19 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
     if start in ("noise", "noise_and_persistent"):
         return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise",
                             output="mean" if gaussian_visible else "sample", quantum_step=step,
-                            visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision)
+                            visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision,
+                            noise_density=hp.get("noise_density"))
     if start == "local_mode":
         return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step,
                             matmul_precision=precision)
     return None
 
 
-def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None) -> State:
-    """Initial chain state for ``num`` chains."""
+def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None,
+                noise_density: tuple[float, float] | None = None) -> State:
+    """Initial chain state for ``num`` chains (``noise_density``: :meth:`BoltzmannMachine.random_state`)."""
     if start == "noise":
-        return model.random_state(num, generator)
+        return model.random_state(num, generator, visible_density=noise_density)
     if data is None:
         raise ValueError(f"start={start!r} needs data points (a datamodule or --data); use start='noise' otherwise")
     if data.shape[0] < num:
@@ -166,10 +177,10 @@ def _draw_batch(model, n: int, i: int, spec: SamplingSpec, kernel, data, generat
     """One batch of ``n`` samples, the ``i``-th sample onwards (``data`` rows ``i:i+n`` start its chains)."""
     d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
     if exchange is None:
-        state = start_state(model, spec.start, n, d, generator)
+        state = start_state(model, spec.start, n, d, generator, spec.noise_density)
         state, s = kernel.run(model, state, spec.num_steps, generator=generator)
     else:
-        states = [start_state(m, spec.start, n, d, generator) for m in exchange.ladder]
+        states = [start_state(m, spec.start, n, d, generator, spec.noise_density) for m in exchange.ladder]
         states, s = exchange.run(states, spec.num_steps, generator=generator)
         state = states[0]
     stats.merge(s)

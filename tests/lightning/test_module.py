@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from qidbm.models import DBM, QRBM, RBM, QiDBM
+from qidbm.models import DBM, GRBM, QRBM, RBM, QiDBM
 from qidbm.lightning import BoltzmannModule
 from qidbm.samplers.chain import ChainStats
 from tests.dense import bits
@@ -297,6 +297,50 @@ def test_noise_and_persistent_negatives_carry_the_persistent_rows_and_redraw_the
     assert not torch.equal(second[0][:8], first[0][:8])
     _, terms = module.doem_loss(v)
     assert torch.allclose(terms["free_energy_data"], module.model.free_energy(v).mean())
+
+
+def test_persistent_weight_mixes_the_noise_and_persistent_means():
+    torch.manual_seed(0)
+    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=1, negative_start="noise_and_persistent", num_chains=5,
+                             persistent_weight=0.2)
+    v = bits(4)[:8].double()
+    neg, _ = module._negative_chains(v)
+    module._negative_chains = lambda v: (neg, ChainStats())
+    loss, terms = module.doem_loss(v)
+    f = module.model.free_energy
+    f_neg = 0.8 * f(neg[0][:8]).mean() + 0.2 * f(neg[0][8:]).mean()  # 8 noise rows, then 5 persistent
+    assert torch.allclose(terms["free_energy_model"], f_neg) and torch.allclose(loss, f(v).mean() - f_neg)
+    assert not torch.allclose(f_neg, f(neg[0]).mean())  # not the per-row mean
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"negative_start": "persistent", "persistent_weight": 0.5}, "noise_and_persistent"),
+    ({"negative_start": "noise_and_persistent", "persistent_weight": 1.0}, r"in \(0, 1\)"),
+])
+def test_persistent_weight_rejects_what_it_cannot_weigh(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BoltzmannModule(RBM(4, 3), **kwargs)
+
+
+def test_noise_density_starts_the_noise_rows_and_nothing_else():
+    torch.manual_seed(0)
+    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=1, negative_start="noise_and_persistent", num_chains=5,
+                             noise_density=[0.0, 0.0])
+    module.kernel.run = lambda m, state, k, **kw: (state, ChainStats())  # a kernel that does not move
+    neg, _ = module._negative_chains(bits(4)[:8].double())
+    assert torch.equal(neg[0][:8], torch.zeros(8, 4))  # the noise rows start empty
+    assert neg[0][8:].sum() > 0  # the persistent chains start as uniform noise
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"negative_start": "persistent", "noise_density": [0.3, 0.7]}, "noise-started negative rows"),
+    ({"negative_start": "noise", "noise_density": [0.7, 0.3]}, "start density range"),
+])
+def test_noise_density_rejects_what_it_cannot_start(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BoltzmannModule(RBM(4, 3), **kwargs)
+    with pytest.raises(ValueError, match="noise-started negative rows"):
+        BoltzmannModule(GRBM(4, 3), negative_start="noise", noise_density=[0.3, 0.7])
 
 
 def test_noise_and_persistent_machines_sample_as_noise_trained_ones():

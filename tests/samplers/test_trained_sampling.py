@@ -45,3 +45,41 @@ def test_mean_field_output_is_the_visible_mean_under_the_hidden_mean_field():
         phi = m.hidden_bias + (v / m.log_variance.exp()) @ m.weight
         h = torch.sigmoid(phi) if isinstance(m, GRBM) else qubit_prob_one(phi, m.transverse_parameter(1).expand_as(phi))
         torch.testing.assert_close(out, m.visible_bias + h @ m.weight.T, rtol=1e-10, atol=1e-10)
+
+
+def test_noise_density_sets_each_chains_start_density_and_follows_the_training():
+    import argparse
+
+    import pytest
+
+    from qidbm.models import GRBM, RBM
+    from qidbm.samplers.arguments import add_sampling_arguments, spec_from_arguments
+
+    m = DBM([400, 5, 3])
+    g = torch.Generator().manual_seed(0)
+    v = m.random_state(2000, g, visible_density=(0.1, 0.3))[0]
+    q = v.mean(1)  # each chain's own density, U(0.1, 0.3) up to 400-pixel noise (sd <= 0.025)
+    assert q.min() > 0.1 - 0.1 and q.max() < 0.3 + 0.1 and abs(q.mean() - 0.2) < 0.01
+    assert q.std() > 0.05  # spread across chains, not one density for all (U(0.1, 0.3) has sd 0.058)
+    assert torch.equal(m.random_state(3, g, visible_density=(0.0, 0.0))[0], torch.zeros(3, 400))
+    assert abs(m.random_state(2000, g)[0].mean() - 0.5) < 0.01  # the default stays uniform noise
+    for bad in ((0.6, 0.4), (-0.1, 0.5), (0.2,)):
+        with pytest.raises(ValueError, match="start density range"):
+            m.random_state(2, g, visible_density=bad)
+    with pytest.raises(ValueError, match="Gaussian visible units"):
+        GRBM(4, 3).random_state(2, g, visible_density=(0.2, 0.4))
+    # the trained protocol carries it; a data start drops it; the CLI parses and checks it
+    spec = trained_sampling({"negative_start": "noise_and_persistent", "cd_steps": 20, "noise_density": [0.3, 0.7]})
+    assert spec.noise_density == (0.3, 0.7) and "noise_density=(0.3, 0.7)" in spec.describe()
+    x, _ = draw(RBM(6, 4), 7, spec, generator=g)
+    assert x.shape == (7, 6)
+    with pytest.raises(ValueError, match="density of a noise start"):
+        SamplingSpec(start="data", noise_density=(0.3, 0.7))
+    p = argparse.ArgumentParser()
+    add_sampling_arguments(p)
+    hp = {"negative_start": "noise", "cd_steps": 20, "noise_density": [0.3, 0.7]}
+    assert spec_from_arguments(p.parse_args([]), hp).noise_density == (0.3, 0.7)
+    assert spec_from_arguments(p.parse_args(["--start", "data"]), hp).noise_density is None
+    assert spec_from_arguments(p.parse_args(["--noise-density", "0.5,0.5"]), hp).noise_density == (0.5, 0.5)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--noise-density", "0.7,0.3"])
