@@ -55,7 +55,8 @@ class SampleGrid(L.Callback):
     (default: the logger's directory) and log the grid to every logger.
 
     Sampling uses its own generator (seeded by ``seed``) so that it never perturbs the
-    training chains' random stream.
+    training chains' random stream. ``noise_density``: the noise start's density range
+    (:class:`~qidbm.samplers.drawing.SamplingSpec`; set it as the module's to see what it draws).
     """
 
     def __init__(
@@ -68,10 +69,12 @@ class SampleGrid(L.Callback):
         quantum_step: Literal["paper", "exact"] = "paper",
         dirpath: str | None = None,
         seed: int = 0,
+        noise_density: list[float] | None = None,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
-        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step)
+        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
+                                 noise_density=noise_density)
         self.dirpath = dirpath
         self.seed = seed
         self.last_path: Path | None = None
@@ -103,7 +106,7 @@ class FIDCallback(L.Callback):
     """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (docs/maths.md, 'FID protocol').
 
     Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
-    ``output``, ``quantum_step``) and compared with the data module's test images
+    ``output``, ``quantum_step``, ``noise_density``) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
     disk keyed by dataset, split and encoding. The score is logged as ``fid`` (to every
     logger) and, with ``save_best``, the model with the lowest finite FID so far is saved to
@@ -128,13 +131,14 @@ class FIDCallback(L.Callback):
         dirpath: str | None = None,
         save_best: bool = True,
         seed: int = 0,
+        noise_density: list[float] | None = None,
     ) -> None:
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError("FIDCallback needs every_n_epochs >= 1 and num_samples >= 2")
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, noise_density=noise_density)
         self.fid_weights = fid_weights
         self.fid_batch_size = fid_batch_size
         self.dirpath = dirpath

@@ -52,3 +52,13 @@ def test_real_fid_is_finite_and_logged(tmp_path):
     t.fit(BoltzmannModule(QiDBM([784, 8, 4], [1])), dm)
     assert len(cb.history) == 1 and cb.history[0][1] > 0 and cb.best_fid == cb.history[0][1]
     assert "fid" in t.callback_metrics
+
+
+def test_callbacks_draw_from_the_noise_density_they_are_given():
+    from qidbm.lightning import SampleGrid
+
+    assert SampleGrid(noise_density=[0.2, 0.8]).spec.noise_density == (0.2, 0.8)
+    assert FIDCallback(noise_density=[0.2, 0.8]).spec.noise_density == (0.2, 0.8)
+    assert FIDCallback().spec.noise_density is None
+    with pytest.raises(ValueError, match="start density range"):
+        SampleGrid(noise_density=[0.9, 0.1])
