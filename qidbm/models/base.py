@@ -277,7 +277,8 @@ class BoltzmannMachine(nn.Module):
                 out.append(self.layer_bias(0).detach() + z * self.visible_std.detach())
             elif l == 0 and visible_density is not None:
                 lo, hi = visible_density
-                q = lo + (hi - lo) * torch.rand(batch_size, 1, generator=generator, device=dev, dtype=dt)
+                # one density for all chains needs no draw (so (0.5, 0.5) is the default stream exactly)
+                q = lo if lo == hi else lo + (hi - lo) * torch.rand(batch_size, 1, generator=generator, device=dev, dtype=dt)
                 out.append((torch.rand(batch_size, n, generator=generator, device=dev, dtype=dt) < q).to(dt))
             else:
                 out.append((torch.rand(batch_size, n, generator=generator, device=dev, dtype=dt) < 0.5).to(dt))

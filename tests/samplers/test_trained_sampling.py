@@ -63,6 +63,8 @@ def test_noise_density_sets_each_chains_start_density_and_follows_the_training()
     assert q.std() > 0.05  # spread across chains, not one density for all (U(0.1, 0.3) has sd 0.058)
     assert torch.equal(m.random_state(3, g, visible_density=(0.0, 0.0))[0], torch.zeros(3, 400))
     assert abs(m.random_state(2000, g)[0].mean() - 0.5) < 0.01  # the default stays uniform noise
+    same = [m.random_state(5, torch.Generator().manual_seed(3), visible_density=d) for d in (None, (0.5, 0.5))]
+    assert all(torch.equal(a, b) for a, b in zip(*same))  # one density for all chains: the default stream
     for bad in ((0.6, 0.4), (-0.1, 0.5), (0.2,)):
         with pytest.raises(ValueError, match="start density range"):
             m.random_state(2, g, visible_density=bad)
