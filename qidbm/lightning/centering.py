@@ -18,6 +18,12 @@ makes (at fixed offsets). The offsets follow the data: an exponential moving ave
 layer's mean under the positive phase, ``mu_l <- (1 - rate) mu_l + rate * mean_batch <x_l>_data``
 (visible layer: the data mean; hidden layers start at 1/2). With all offsets 0 the transform is
 the identity. Transverse-field parameters are left as they are: they enter no product with x.
+
+Gaussian visible units (GRBM, QGRBM: ``E = sum (v - m)^2 / 2 s^2 - (v / s^2)^T W h - b.h``) enter
+the products as ``x_0 = v / s^2`` and their bias gradient is the ``<x_0>`` difference, so the same
+transform holds with the visible offset fixed at 0: only the hidden layer is centered. That is an
+exact reparametrisation (``m = m' - W mu_1``, independent of ``s``), so learned variances keep
+their plain gradient.
 Implemented by :func:`centered_gradients`; tested against the centered parametrisation's own
 autograd gradient in ``tests/lightning/test_centering.py``.
 """
@@ -31,10 +37,13 @@ from qidbm.models.base import BoltzmannMachine
 
 
 def initial_offsets(model: BoltzmannMachine, visible_mean: Tensor | None = None) -> list[Tensor]:
-    """Offsets at the start of a fit: the visible data mean (or 1/2) and 1/2 for every hidden layer."""
+    """Offsets at the start of a fit: the visible data mean (or 1/2; 0 for Gaussian visible units,
+    whose offset stays 0) and 1/2 for every hidden layer."""
     ref = model.layer_bias(0)
     offs = [torch.full((n,), 0.5, device=ref.device, dtype=ref.dtype) for n in model.layer_sizes]
-    if visible_mean is not None:
+    if model.gaussian_visible:
+        offs[0].zero_()
+    elif visible_mean is not None:
         offs[0] = visible_mean.to(device=ref.device, dtype=ref.dtype).clone()
     return offs
 
@@ -47,8 +56,9 @@ def centered_gradients(model: BoltzmannMachine, offsets: list[Tensor]) -> None:
     whose bias gradient is ``<x_l>`` differences (the DO-EM / CD loss): the transform is linear, so
     the sign convention of the loss does not matter.
     """
-    if model.gaussian_visible:
-        raise ValueError("centering is implemented for binary visible units only (RBM, QRBM, DBM, QiDBM)")
+    if model.gaussian_visible and bool(offsets[0].any()):
+        raise ValueError("Gaussian visible units are centered with a visible offset of 0 (hidden layers only); "
+                         "pass offsets from initial_offsets")
     L = model.num_layers
     weights = [model.layer_weight(k) for k in range(L - 1)]
     biases = [model.layer_bias(l) for l in range(L)]

@@ -69,7 +69,8 @@ class BoltzmannModule(L.LightningModule):
             its mean field), ``"mean_field"`` (the mean-field fixed point itself) or ``"local_mode"``
             (Taniguchi et al.'s clamped chain: hidden noise, local search, one sweep, coupling).
         centering, centering_rate: train in centered coordinates (:mod:`qidbm.lightning.centering`;
-            Melchior et al. 2016), offsets following the positive phase's layer means at this rate.
+            Melchior et al. 2016), offsets following the positive phase's layer means at this rate
+            (GRBM/QGRBM: the hidden layer only, the visible offset stays 0).
         lr_decay: with the default optimizer, ``lr_t = lr / sqrt(1 + lr_decay * t)`` per optimizer step
             (Taniguchi et al. use 1e-3); 0 keeps the rate constant.
         matmul_precision: ``"float32"`` or ``"bfloat16"``: every matrix product of a training step,
@@ -180,8 +181,6 @@ class BoltzmannModule(L.LightningModule):
         self._generator: torch.Generator | None = None
         self._restored_generator_state: Tensor | None = None
         self._first_batch_checked = False
-        if centering and model.gaussian_visible:
-            raise ValueError("centering is implemented for binary visible units only; set centering: false for GRBM/QGRBM")
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         if lr_decay < 0:
@@ -463,6 +462,8 @@ class BoltzmannModule(L.LightningModule):
                 phi = phi[:n_pos]
                 p = torch.sigmoid(phi) if gam is None else qubit_draw_prob(*torch.broadcast_tensors(phi, gam[:n_pos] if gam.dim() > 1 else gam))
                 means.append(p.mean(0))
+            elif l == 0 and self.model.gaussian_visible:
+                means.append(torch.zeros_like(pos[0][0]))  # the visible offset of Gaussian units stays 0
             else:
                 means.append(pos[l].mean(0))
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qidbm.lightning.centering import centered_gradients, initial_offsets, update_offsets
-from qidbm.models import DBM, GRBM, QiDBM
+from qidbm.models import DBM, GRBM, QGRBM, QiDBM
 
 
 def _loss(model, states_pos, states_neg):
@@ -13,18 +13,31 @@ def _loss(model, states_pos, states_neg):
 
 
 def _states(model, n, g):
-    return [(torch.rand(n, k, generator=g, dtype=torch.float64) < 0.5).double() for k in model.layer_sizes]
+    states = [(torch.rand(n, k, generator=g, dtype=torch.float64) < 0.5).double() for k in model.layer_sizes]
+    if model.gaussian_visible:
+        states[0] = torch.randn(n, model.layer_sizes[0], generator=g, dtype=torch.float64) * 1.5 + 0.3
+    return states
 
 
-@pytest.mark.parametrize("cls", [DBM, QiDBM])
+def _model(cls):
+    if cls in (GRBM, QGRBM):
+        return cls(5, 4).double()  # learned variances: their plain gradient is the centered one too
+    return (cls([5, 4, 3]) if cls is DBM else cls([5, 4, 3], quantum_layers=[1])).double()
+
+
+@pytest.mark.parametrize("cls", [DBM, QiDBM, GRBM, QGRBM])
 def test_centered_gradient_is_step_in_centered_coordinates(cls):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    model = (cls([5, 4, 3]) if cls is DBM else cls([5, 4, 3], quantum_layers=[1])).double()
+    model = _model(cls)
     for p in model.parameters():
         p.data.normal_(0, 0.5, generator=g)
     L = model.num_layers
     mu = [torch.rand(n, generator=g, dtype=torch.float64) for n in model.layer_sizes]
+    if model.gaussian_visible:
+        mu[0].zero_()  # Gaussian visible units: hidden layers only
+    other = {n: p for n, p in model.named_parameters()
+             if not any(p is model.layer_weight(k) for k in range(L - 1)) and not any(p is model.layer_bias(l) for l in range(L))}
     pos, neg = _states(model, 7, g), _states(model, 9, g)
 
     # plain gradients, transformed
@@ -33,6 +46,7 @@ def test_centered_gradient_is_step_in_centered_coordinates(cls):
     centered_gradients(model, mu)
     got_w = [model.layer_weight(k).grad.clone() for k in range(L - 1)]
     got_b = [model.layer_bias(l).grad.clone() for l in range(L)]
+    got_other = {n: None if p.grad is None else p.grad.clone() for n, p in other.items()}
 
     # centered coordinates: W' = W, b'_l = b_l + W_l mu_{l+1} + W_{l-1}^T mu_{l-1}; autograd through the map back
     W = [model.layer_weight(k).detach().clone() for k in range(L - 1)]
@@ -61,9 +75,14 @@ def test_centered_gradient_is_step_in_centered_coordinates(cls):
     order_w = [next(n for n in names_w if params[n] is model.layer_weight(k)) for k in range(L - 1)]
     order_b = [next(n for n in names_b if params[n] is model.layer_bias(l)) for l in range(L)]
     sub = {**{"m." + n: Wc[k] for k, n in enumerate(order_w)}, **{"m." + n: plain_b[l] for l, n in enumerate(order_b)}}
+    oc = {n: p.detach().clone().requires_grad_() for n, p in other.items() if p.requires_grad}
+    sub.update({"m." + n: p for n, p in oc.items()})
     out = torch.func.functional_call(_Wrapper(model), sub, (pos, neg))
-    gw = torch.autograd.grad(out, Wc + bc)
-    g_wc, g_bc = gw[: L - 1], gw[L - 1 :]
+    gw = torch.autograd.grad(out, Wc + bc + list(oc.values()))
+    g_wc, g_bc, g_oc = gw[: L - 1], gw[L - 1 : 2 * L - 1], gw[2 * L - 1 :]
+    # parameters outside the products (log variances, transverse fields) keep their plain gradient
+    for (n, _), e in zip(oc.items(), g_oc):
+        torch.testing.assert_close(got_other[n], e, rtol=1e-12, atol=1e-12)
     # the plain-parameter change of a centered step, per unit step
     exp_w = list(g_wc)
     exp_b = []
@@ -107,10 +126,11 @@ def test_offsets_move_towards_batch_means_and_start_at_half():
     torch.testing.assert_close(offs[0], torch.tensor([0.1, 0.2, 0.3]))
 
 
-def test_gaussian_visible_is_refused_with_a_clear_error():
+def test_gaussian_visible_units_center_the_hidden_layer_only():
     from qidbm.lightning import BoltzmannModule
 
-    with pytest.raises(ValueError, match="binary visible units only"):
-        BoltzmannModule(GRBM(4, 3), centering=True)
-    with pytest.raises(ValueError, match="binary visible units only"):
-        centered_gradients(GRBM(4, 3), [torch.zeros(4), torch.zeros(3)])
+    BoltzmannModule(GRBM(4, 3), centering=True)  # accepted
+    offs = initial_offsets(GRBM(4, 3), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert torch.equal(offs[0], torch.zeros(4)) and torch.equal(offs[1], torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="visible offset of 0"):
+        centered_gradients(GRBM(4, 3), [torch.ones(4), torch.zeros(3)])

@@ -278,6 +278,23 @@ def test_fixed_variance_stays_at_its_data_value_while_the_rest_trains(tmp_path, 
     assert model.config()["learn_variance"] is False
 
 
+@pytest.mark.parametrize("cls", ["GRBM", "QGRBM"])
+def test_centered_gaussian_machines_center_the_hidden_layer_only(tmp_path, cls):
+    import qidbm.models as models
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 6) + 2.0  # a visible mean far from 0: it must not become an offset
+    model = getattr(models, cls)(6, 3, learn_variance=False)
+    module = BoltzmannModule(model, cd_steps=2, negative_start="noise", lr=0.05, momentum=0.9, chain_seed=0,
+                             centering=True, centering_rate=0.5)
+    dm = L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16)
+    trainer(tmp_path, max_steps=4).fit(module, datamodule=dm)
+    vis, hid = module._offsets
+    assert torch.equal(vis, torch.zeros(6))
+    assert not torch.allclose(hid, torch.full((3,), 0.5))  # follows the hidden means
+    assert torch.isfinite(model.weight).all()
+
+
 def test_fixed_variance_needs_gaussian_visible_units():
     with pytest.raises(ValueError, match="GRBM or QGRBM"):
         QRBM(4, 3, learn_variance=False)
