@@ -16,6 +16,7 @@ DDP work unchanged.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import lightning as L
@@ -87,6 +88,10 @@ class BoltzmannModule(L.LightningModule):
             ``optimizer:`` section replaces it).
         init_visible_bias: set visible biases from the training data's marginals at the start
             of a new fit (logit of the mean for binary units, mean and variance for Gaussian).
+        visible_variance_scale: Gaussian visible units start (learned variances) or stay (fixed,
+            ``learn_variance=False``) at ``c`` times each pixel's data variance (floored at the mean
+            pixel variance); ``c < 1`` gives sharper conditionals ``p(v | h)`` and a narrower noise
+            start. Default 1.
         chain_seed: seed of this module's sampling generator (default: torch's initial seed); rank r
             of a DDP job uses ``seed + r`` so chains differ across ranks.
         persistent_update: how PCD advances its chains each step. ``"sweep"``: ``cd_steps`` full
@@ -124,6 +129,7 @@ class BoltzmannModule(L.LightningModule):
         persistent_betas: list[float] | None = None,
         persistent_weight: float | None = None,
         noise_density: list[float] | None = None,
+        visible_variance_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -181,6 +187,11 @@ class BoltzmannModule(L.LightningModule):
         self._generator: torch.Generator | None = None
         self._restored_generator_state: Tensor | None = None
         self._first_batch_checked = False
+        if not (visible_variance_scale > 0 and math.isfinite(visible_variance_scale)):
+            raise ValueError(f"visible_variance_scale must be a positive number, got {visible_variance_scale}")
+        if visible_variance_scale != 1.0 and not model.gaussian_visible:
+            raise ValueError("visible_variance_scale scales the variances of Gaussian visible units: "
+                             "use it with GRBM/QGRBM, or leave it at 1")
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         if lr_decay < 0:
@@ -233,7 +244,8 @@ class BoltzmannModule(L.LightningModule):
             # (image borders) would otherwise start with precisions of ~100 and blow up the
             # first gradient steps (measured: NaN by step 4 on Fashion-MNIST at lr 1e-3)
             var = x.var(0)
-            m.log_variance.copy_(torch.log(var.clamp_min(max(float(var.mean()), 1e-6))))
+            var = var.clamp_min(max(float(var.mean()), 1e-6)) * float(self.hparams.get("visible_variance_scale", 1.0))
+            m.log_variance.copy_(torch.log(var))
         else:
             p = x.mean(0).clamp(1e-3, 1 - 1e-3)
             m.layer_bias(0).copy_(torch.log(p) - torch.log1p(-p))

@@ -295,6 +295,26 @@ def test_centered_gaussian_machines_center_the_hidden_layer_only(tmp_path, cls):
     assert torch.isfinite(model.weight).all()
 
 
+@pytest.mark.parametrize("learn", [False, True])
+def test_visible_variance_scale_sets_the_variances_to_a_fraction_of_the_datas(tmp_path, learn):
+    torch.manual_seed(0)
+    x = torch.randn(64, 6, dtype=torch.float64) * torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    model = GRBM(6, 3, learn_variance=learn).double()
+    module = BoltzmannModule(model, cd_steps=2, negative_start="noise", lr=0.05, chain_seed=0, visible_variance_scale=0.25)
+    module._init_visible_from_data(L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16))
+    var = x.var(0)
+    torch.testing.assert_close(model.log_variance.detach(), torch.log(0.25 * var.clamp_min(var.mean())))
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(visible_variance_scale=0.0), "positive number"),
+                                           (dict(visible_variance_scale=float("nan")), "positive number")])
+def test_visible_variance_scale_rejects_what_it_cannot_scale(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BoltzmannModule(GRBM(4, 3), **kwargs)
+    with pytest.raises(ValueError, match="Gaussian visible units"):
+        BoltzmannModule(RBM(4, 3), visible_variance_scale=0.5)
+
+
 def test_fixed_variance_needs_gaussian_visible_units():
     with pytest.raises(ValueError, match="GRBM or QGRBM"):
         QRBM(4, 3, learn_variance=False)
