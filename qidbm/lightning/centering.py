@@ -24,6 +24,7 @@ the products as ``x_0 = v / s^2`` and their bias gradient is the ``<x_0>`` diffe
 transform holds with the visible offset fixed at 0: only the hidden layer is centered. That is an
 exact reparametrisation (``m = m' - W mu_1``, independent of ``s``), so learned variances keep
 their plain gradient.
+
 Implemented by :func:`centered_gradients`; tested against the centered parametrisation's own
 autograd gradient in ``tests/lightning/test_centering.py``.
 """
@@ -54,11 +55,12 @@ def centered_gradients(model: BoltzmannMachine, offsets: list[Tensor]) -> None:
 
     Works on the gradients of any loss whose weight gradient is ``<x_k x_{k+1}^T>`` differences and
     whose bias gradient is ``<x_l>`` differences (the DO-EM / CD loss): the transform is linear, so
-    the sign convention of the loss does not matter.
+    the sign convention of the loss does not matter. For Gaussian visible units the visible offset
+    is taken as 0 whatever ``offsets[0]`` holds.
     """
-    if model.gaussian_visible and bool(offsets[0].any()):
-        raise ValueError("Gaussian visible units are centered with a visible offset of 0 (hidden layers only); "
-                         "pass offsets from initial_offsets")
+    if model.gaussian_visible:
+        # hidden layers only (module docstring); no check of offsets[0] here: it would sync the device every step
+        offsets = [torch.zeros_like(offsets[0])] + list(offsets[1:])
     L = model.num_layers
     weights = [model.layer_weight(k) for k in range(L - 1)]
     biases = [model.layer_bias(l) for l in range(L)]

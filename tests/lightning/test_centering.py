@@ -132,5 +132,16 @@ def test_gaussian_visible_units_center_the_hidden_layer_only():
     BoltzmannModule(GRBM(4, 3), centering=True)  # accepted
     offs = initial_offsets(GRBM(4, 3), torch.tensor([0.1, 0.2, 0.3, 0.4]))
     assert torch.equal(offs[0], torch.zeros(4)) and torch.equal(offs[1], torch.full((3,), 0.5))
-    with pytest.raises(ValueError, match="visible offset of 0"):
-        centered_gradients(GRBM(4, 3), [torch.ones(4), torch.zeros(3)])
+    # a visible offset given for Gaussian units is taken as 0: the same transform as with zeros
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=g) for p in GRBM(4, 3).parameters()]
+    out = []
+    for vis in (torch.ones(4), torch.zeros(4)):
+        model = GRBM(4, 3)
+        for p, gr in zip(model.parameters(), grads):
+            p.grad = gr.clone()
+        centered_gradients(model, [vis, torch.full((3,), 0.3)])
+        out.append([p.grad for p in model.parameters()])
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(out[0][0], grads[0])  # and the hidden offset did act
