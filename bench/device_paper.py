@@ -25,6 +25,10 @@ sweeps, conditional mean) on 10,000 samples against the CelebA test images. It n
 in torchvision's layout under ``$QIDBM_DATA_DIR/celeba`` on the device::
 
     PYTHONUNBUFFERED=1 QIDBM_DATA_DIR=... QIDBM_FID_WEIGHTS=... python3 bench/device_paper.py --recipe celeba32 --out $OUT --minutes 3.5
+
+``--recipe mnist_grbm`` and ``--recipe fashion_mnist_grbm`` run the same paper recipe (784-4096) on
+continuous MNIST and Fashion-MNIST (200 epochs of 60,000 images at batch 512 = 23,600 updates), against
+their 10,000 test images.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from reproduce import config_files, hardware, relocation_config, run  # noqa: E402
 
+GRBM_TINY = ["--model.init_args.model.init_args.n_hidden", "8", "--model.init_args.cd_steps", "2",
+             "--data.init_args.batch_size", "4"]
+
 # Per recipe: its config folder, models, run name, the paper's number of updates and FIDs, the
 # evaluation options beyond the common ones, and the overrides that shrink it to a CPU logic check.
 RECIPES = {
@@ -53,8 +60,15 @@ RECIPES = {
     "celeba32": {
         "configs": "paper/grbm", "models": ("grbm", "qgrbm"), "run": "celeba32_{kind}",
         "paper_updates": 200 * -(-162_770 // 512), "paper_fid": {}, "evaluate": [],
-        "tiny": ["--model.init_args.model.init_args.n_hidden", "8", "--model.init_args.cd_steps", "2",
-                 "--data.init_args.batch_size", "4"],
+        "tiny": GRBM_TINY,
+    },
+    "mnist_grbm": {
+        "configs": "paper/grbm", "models": ("grbm", "qgrbm"), "run": "mnist_{kind}",
+        "paper_updates": 200 * -(-60_000 // 512), "paper_fid": {}, "evaluate": [], "tiny": GRBM_TINY,
+    },
+    "fashion_mnist_grbm": {
+        "configs": "paper/grbm", "models": ("grbm", "qgrbm"), "run": "fashion_mnist_{kind}",
+        "paper_updates": 200 * -(-60_000 // 512), "paper_fid": {}, "evaluate": [], "tiny": GRBM_TINY,
     },
 }
 

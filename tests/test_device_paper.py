@@ -46,3 +46,14 @@ def test_tiny_celeba_device_run_trains_evaluates_and_reports_grbm_and_qgrbm(tmp_
     assert "GRBM vs QGRBM" in (out / "device_paper.md").read_text()
     with __import__("pytest").raises(SystemExit):
         device_paper.main(["--recipe", "celeba32", "--models", "dbm", "--tiny", "--out", str(out)])
+
+
+def test_tiny_mnist_grbm_device_run_names_its_configs_and_schedule(tmp_path, monkeypatch):
+    monkeypatch.setenv("QIDBM_DATA_DIR", str(make_tiny_mnist(tmp_path / "data", n_train=12)))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    assert device_paper.main(["--recipe", "mnist_grbm", "--models", "grbm", "--tiny", "--out", str(out),
+                              "--minutes", "2", "--fid-samples", "8"]) == 0
+    (r,) = json.loads((out / "device_paper.json").read_text())["rows"]
+    assert r["updates"] == 3 and r["fraction_of_paper_schedule"] == 3 / 23_600
+    assert "configs/paper/grbm/mnist_grbm.yaml" in r["fit_command"] and r["evaluate"]["model"] == "GRBM"

@@ -55,8 +55,9 @@ class SampleGrid(L.Callback):
     (default: the logger's directory) and log the grid to every logger.
 
     Sampling uses its own generator (seeded by ``seed``) so that it never perturbs the
-    training chains' random stream. ``noise_density``: the noise start's density range
-    (:class:`~qidbm.samplers.drawing.SamplingSpec`; set it as the module's to see what it draws).
+    training chains' random stream. ``noise_density``: the noise start's density range, and
+    ``anneal_from``: the first sweep's inverse temperature of an annealed chain
+    (:class:`~qidbm.samplers.drawing.SamplingSpec`; set them as the module's to see what it draws).
     """
 
     def __init__(
@@ -70,11 +71,12 @@ class SampleGrid(L.Callback):
         dirpath: str | None = None,
         seed: int = 0,
         noise_density: list[float] | None = None,
+        anneal_from: float = 1.0,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
-                                 noise_density=noise_density)
+                                 noise_density=noise_density, anneal_from=anneal_from)
         self.dirpath = dirpath
         self.seed = seed
         self.last_path: Path | None = None
@@ -106,7 +108,7 @@ class FIDCallback(L.Callback):
     """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (docs/maths.md, 'FID protocol').
 
     Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
-    ``output``, ``quantum_step``, ``noise_density``) and compared with the data module's test images
+    ``output``, ``quantum_step``, ``noise_density``, ``anneal_from``) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
     disk keyed by dataset, split and encoding. The score is logged as ``fid`` (to every
     logger) and, with ``save_best``, the model with the lowest finite FID so far is saved to
@@ -132,13 +134,14 @@ class FIDCallback(L.Callback):
         save_best: bool = True,
         seed: int = 0,
         noise_density: list[float] | None = None,
+        anneal_from: float = 1.0,
     ) -> None:
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError("FIDCallback needs every_n_epochs >= 1 and num_samples >= 2")
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
-                                 batch_size=batch_size, noise_density=noise_density)
+                                 batch_size=batch_size, noise_density=noise_density, anneal_from=anneal_from)
         self.fid_weights = fid_weights
         self.fid_batch_size = fid_batch_size
         self.dirpath = dirpath

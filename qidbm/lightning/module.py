@@ -92,6 +92,10 @@ class BoltzmannModule(L.LightningModule):
             ``learn_variance=False``) at ``c`` times each pixel's data variance (floored at the mean
             pixel variance); ``c < 1`` gives sharper conditionals ``p(v | h)`` and a narrower noise
             start. Default 1.
+        noise_anneal: ``negative_start="noise"`` only: the inverse temperature ``beta_1 <= 1`` of the
+            first of the ``cd_steps`` sweeps; the sweeps' temperatures fall geometrically to 1 at the
+            last (:func:`qidbm.samplers.tempering.annealing_betas`), so the chains from noise are
+            simulated annealing and ``qidbm sample`` draws the same way. Default 1: no annealing.
         chain_seed: seed of this module's sampling generator (default: torch's initial seed); rank r
             of a DDP job uses ``seed + r`` so chains differ across ranks.
         persistent_update: how PCD advances its chains each step. ``"sweep"``: ``cd_steps`` full
@@ -130,6 +134,7 @@ class BoltzmannModule(L.LightningModule):
         persistent_weight: float | None = None,
         noise_density: list[float] | None = None,
         visible_variance_scale: float = 1.0,
+        noise_anneal: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -180,6 +185,13 @@ class BoltzmannModule(L.LightningModule):
             if negative_start not in ("noise", "noise_and_persistent") or model.gaussian_visible:
                 raise ValueError("noise_density sets the start of noise-started negative rows of binary visible "
                                  "units: use negative_start 'noise' or 'noise_and_persistent' with RBM/QRBM/DBM/QiDBM")
+        if noise_anneal != 1.0:
+            from qidbm.samplers.tempering import annealing_betas
+
+            annealing_betas(noise_anneal, cd_steps)  # validates it
+            if negative_start != "noise":
+                raise ValueError("noise_anneal anneals the noise-started negative chains: use negative_start 'noise' "
+                                 "(or leave noise_anneal at 1)")
         self.data_info: dict | None = None
         self._chains: State | None = None
         self._hot_chains: list[State] | None = None  # the persistent chains above temperature 1
@@ -346,6 +358,11 @@ class BoltzmannModule(L.LightningModule):
                 return self.kernel.run_half_sweeps(m, state, [0] + [1, 0] * (k - 1), generator=g)
         elif start == "noise":
             state = self._noise_rows(v.shape[0])
+            if self.hparams.get("noise_anneal", 1.0) != 1.0:
+                from qidbm.samplers.tempering import annealed_run, annealing_betas
+
+                betas = annealing_betas(self.hparams.noise_anneal, self.hparams.cd_steps)
+                return annealed_run(m, self.kernel, state, betas, generator=g)
         elif start == "local_mode":
             from qidbm.samplers.taniguchi import taniguchi_chain
 

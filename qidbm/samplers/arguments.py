@@ -34,6 +34,9 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--noise-density", type=_density, default=None, metavar="LO,HI",
                    help="a noise start's binary visible units are Bernoulli(q), q ~ U(LO, HI) per chain "
                         "(default: as trained, else 0.5,0.5: uniform noise)")
+    p.add_argument("--anneal-from", type=float, default=None, metavar="BETA",
+                   help="simulated annealing: the first sweep's inverse temperature, rising geometrically to 1 "
+                        "at the last (default: as trained, else 1: no annealing)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"chains run at once (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -63,8 +66,10 @@ def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = Fal
     the machine's visible units), else the defaults."""
     base = trained_sampling(hparams, gaussian_visible) or SamplingSpec()
     given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision",
-                                           "replica_betas", "replica_field_scales", "noise_density")
+                                           "replica_betas", "replica_field_scales", "noise_density", "anneal_from")
              if getattr(args, k, None) is not None}
     if given.get("start", "noise") != "noise" and "noise_density" not in given:
         given["noise_density"] = None  # a trained noise start's density does not apply to data starts
+    if (given.get("replica_betas") or given.get("replica_field_scales")) and "anneal_from" not in given:
+        given["anneal_from"] = 1.0  # a ladder replaces the trained annealing
     return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})

@@ -57,8 +57,15 @@ class SamplingSpec:
     replica_betas: tuple[float, ...] = ()
     replica_field_scales: tuple[float, ...] = ()
     noise_density: tuple[float, float] | None = None
+    anneal_from: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.anneal_from != 1.0:
+            from qidbm.samplers.tempering import annealing_betas
+
+            annealing_betas(self.anneal_from, max(self.num_steps, 1))  # validates it
+            if self.replica_betas or self.replica_field_scales:
+                raise ValueError("anneal_from anneals single chains: leave the replica ladders unset")
         if self.noise_density is not None:
             from qidbm.models.base import check_density_range
 
@@ -82,7 +89,8 @@ class SamplingSpec:
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items()
-                         if k != "batch_size" and not ((k.startswith("replica_") or k == "noise_density") and not v))
+                         if k != "batch_size" and not ((k.startswith("replica_") or k == "noise_density") and not v)
+                         and not (k == "anneal_from" and v == 1.0))
 
     def replica_exchange(self, model: BoltzmannMachine, kernel: BlockGibbsKernel):
         """The :class:`~qidbm.samplers.tempering.ReplicaExchange` these options ask for, or None."""
@@ -118,7 +126,7 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
         return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise",
                             output="mean" if gaussian_visible else "sample", quantum_step=step,
                             visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision,
-                            noise_density=hp.get("noise_density"))
+                            noise_density=hp.get("noise_density"), anneal_from=float(hp.get("noise_anneal", 1.0)))
     if start == "local_mode":
         return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step,
                             matmul_precision=precision)
@@ -178,7 +186,12 @@ def _draw_batch(model, n: int, i: int, spec: SamplingSpec, kernel, data, generat
     d = None if data is None else (data[i : i + n] if len(data) >= i + n else data)
     if exchange is None:
         state = start_state(model, spec.start, n, d, generator, spec.noise_density)
-        state, s = kernel.run(model, state, spec.num_steps, generator=generator)
+        if spec.anneal_from != 1.0 and spec.num_steps > 0:
+            from qidbm.samplers.tempering import annealed_run, annealing_betas
+
+            state, s = annealed_run(model, kernel, state, annealing_betas(spec.anneal_from, spec.num_steps), generator)
+        else:
+            state, s = kernel.run(model, state, spec.num_steps, generator=generator)
     else:
         states = [start_state(m, spec.start, n, d, generator, spec.noise_density) for m in exchange.ladder]
         states, s = exchange.run(states, spec.num_steps, generator=generator)

@@ -70,7 +70,12 @@ def tempered_machine(model: BoltzmannMachine, beta: float) -> BoltzmannMachine:
     """
     if not 0.0 < float(beta) <= 1.0:
         raise ValueError(f"beta must lie in (0, 1], got {beta}")
-    m = copy.deepcopy(model)
+    return _scale_to_beta(copy.deepcopy(model), beta)
+
+
+@torch.no_grad()
+def _scale_to_beta(m: BoltzmannMachine, beta: float) -> BoltzmannMachine:
+    """Multiply ``m``'s Hamiltonian by ``beta`` in place (see :func:`tempered_machine`); returns ``m``."""
     g = m.gaussian_visible
     for k in range(m.num_layers - 1):
         if not (g and k == 0):
@@ -87,6 +92,43 @@ def tempered_machine(model: BoltzmannMachine, beta: float) -> BoltzmannMachine:
     if g:
         m.log_variance.sub_(math.log(beta))
     return m
+
+
+def annealing_betas(beta_first: float, num_sweeps: int) -> list[float]:
+    """Inverse temperatures of an annealed chain: ``num_sweeps`` values rising geometrically from
+    ``beta_first`` to 1, ``beta_t = beta_first ** ((k - t) / (k - 1))`` for sweeps ``t = 1..k``."""
+    if not 0.0 < float(beta_first) <= 1.0 or math.isnan(beta_first):
+        raise ValueError(f"the first sweep's inverse temperature must lie in (0, 1], got {beta_first}")
+    if num_sweeps < 1:
+        raise ValueError(f"an annealed chain needs at least one sweep, got {num_sweeps}")
+    k = int(num_sweeps)
+    return [1.0] if k == 1 else [float(beta_first) ** ((k - t) / (k - 1)) for t in range(1, k + 1)]
+
+
+@torch.no_grad()
+def annealed_run(model: BoltzmannMachine, kernel: BlockGibbsKernel, state: State, betas: Sequence[float],
+                 generator: torch.Generator | None = None) -> tuple[State, ChainStats]:
+    """One sweep of ``kernel`` per inverse temperature in ``betas``, sweep t on ``tempered_machine(model,
+    betas[t])`` (simulated annealing of the chains from a noise start: hot sweeps cross between modes,
+    the last ones settle at ``beta = 1``). ``state`` is not modified.
+
+    One copy of the machine serves every temperature below 1 (its parameters are reset from ``model``
+    and rescaled per sweep), so a call costs one copy and a scaled parameter set per hot sweep.
+    """
+    betas = [float(b) for b in betas]
+    if any(not 0.0 < b <= 1.0 for b in betas):
+        raise ValueError(f"inverse temperatures must lie in (0, 1], got {betas}")
+    hot = copy.deepcopy(model) if any(b < 1.0 for b in betas) else None
+    stats = ChainStats()
+    for b in betas:
+        m = model
+        if b < 1.0:
+            for p_hot, p in zip(hot.parameters(), model.parameters()):
+                p_hot.copy_(p)
+            m = _scale_to_beta(hot, b)
+        state, s = kernel.run(m, state, 1, generator=generator)
+        stats.merge(s)
+    return state, stats
 
 
 @torch.no_grad()

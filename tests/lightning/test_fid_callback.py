@@ -54,11 +54,13 @@ def test_real_fid_is_finite_and_logged(tmp_path):
     assert "fid" in t.callback_metrics
 
 
-def test_callbacks_draw_from_the_noise_density_they_are_given():
+def test_callbacks_draw_from_the_noise_start_and_annealing_they_are_given():
     from qidbm.lightning import SampleGrid
 
     assert SampleGrid(noise_density=[0.2, 0.8]).spec.noise_density == (0.2, 0.8)
     assert FIDCallback(noise_density=[0.2, 0.8]).spec.noise_density == (0.2, 0.8)
     assert FIDCallback().spec.noise_density is None
+    assert SampleGrid(anneal_from=0.1).spec.anneal_from == 0.1 == FIDCallback(anneal_from=0.1).spec.anneal_from
+    assert SampleGrid().spec.anneal_from == 1.0
     with pytest.raises(ValueError, match="start density range"):
         SampleGrid(noise_density=[0.9, 0.1])
