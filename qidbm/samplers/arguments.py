@@ -70,6 +70,8 @@ def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = Fal
              if getattr(args, k, None) is not None}
     if given.get("start", "noise") != "noise" and "noise_density" not in given:
         given["noise_density"] = None  # a trained noise start's density does not apply to data starts
+    if given.get("start", "noise") != "noise" and "anneal_from" not in given:
+        given["anneal_from"] = 1.0  # nor does the trained annealing from noise
     if (given.get("replica_betas") or given.get("replica_field_scales")) and "anneal_from" not in given:
         given["anneal_from"] = 1.0  # a ladder replaces the trained annealing
     return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})

@@ -110,6 +110,7 @@ def test_sampling_options_take_or_override_the_trained_annealing():
     assert spec_from_arguments(p.parse_args([]), trained, True).anneal_from == 0.1
     assert spec_from_arguments(p.parse_args(["--anneal-from", "1"]), trained, True).anneal_from == 1.0
     assert spec_from_arguments(p.parse_args(["--anneal-from", "0.3"]), None).anneal_from == 0.3
+    assert spec_from_arguments(p.parse_args(["--start", "data"]), trained, True).anneal_from == 1.0
     # a replica ladder replaces the trained annealing; both at once are an error
     assert spec_from_arguments(p.parse_args(["--replica-betas", "1,0.5"]), trained, True).anneal_from == 1.0
     with pytest.raises(ValueError, match="replica ladders"):
