@@ -14,6 +14,11 @@ Pairs (``--pairs``, default all):
   training step of the CPU recipes (no Lightning: ``doem_loss`` + backward + SGD step) and one
   block Gibbs sweep;
 * ``bf16/fp32``: ``matmul_precision="bfloat16"`` against float32, same steps;
+* ``fused/eager``: ``fused_kernels=True`` (the closed forms compiled, :mod:`qidbm.fused`) against the
+  eager step (``--fused`` instead turns them on for both sides of every pair);
+* ``sklearn/rbm``: scikit-learn's ``BernoulliRBM`` PCD-1 update (``partial_fit`` on a batch of 600)
+  against the RBM 784-500 PCD-1 step at batch 600 (float32, fused float32, fused bfloat16): the
+  ratio is the RBM's speed-up;
 * ``lightning/bare``: the step inside ``Trainer.fit`` (the recipe's logging, no checkpoints)
   against the bare step.
 
@@ -50,6 +55,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from throughput import load_average, machine  # noqa: E402
 
+from qidbm.fused import fused_kernels  # noqa: E402
 from qidbm.lightning.module import BoltzmannModule  # noqa: E402
 from qidbm.models import DBM, GRBM, QGRBM, QRBM, RBM, QiDBM  # noqa: E402
 from qidbm.precision import matmul_precision  # noqa: E402
@@ -64,10 +70,10 @@ MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "qidbm": lambda: QiDBM([784, 498, 498], quantum_layers=[1]),
 }
 TWINS = {"qidbm/dbm": ("dbm", "qidbm"), "qrbm/rbm": ("rbm", "qrbm"), "qgrbm/grbm": ("grbm", "qgrbm")}
-PAIRS = (*TWINS, "bf16/fp32", "lightning/bare")
+PAIRS = (*TWINS, "bf16/fp32", "fused/eager", "sklearn/rbm", "lightning/bare")
 
 
-def module_for(name: str, workload: str, precision: str = "float32") -> BoltzmannModule:
+def module_for(name: str, workload: str, precision: str = "float32", fused: bool = False) -> BoltzmannModule:
     """A module with the recipe's (or PCD-1's) options; its weights scaled like a trained machine's."""
     torch.manual_seed(0)
     model = MODELS[name]()
@@ -75,7 +81,8 @@ def module_for(name: str, workload: str, precision: str = "float32") -> Boltzman
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.05)
-    kw: dict[str, Any] = {"chain_seed": 0, "init_visible_bias": False, "matmul_precision": precision}
+    kw: dict[str, Any] = {"chain_seed": 0, "init_visible_bias": False, "matmul_precision": precision,
+                          "fused_kernels": fused}
     if workload == "recipe":
         kw.update(cd_steps=20, negative_start="noise", lr=0.005, momentum=0.9)
         if name in ("dbm", "qidbm"):
@@ -116,13 +123,25 @@ def bare_step(module: BoltzmannModule, batches: list[torch.Tensor]) -> Callable[
 def sweep_call(module: BoltzmannModule, batches: list[torch.Tensor]) -> Callable[[], None]:
     model, kernel = module.model, PaperStep()
     state = model.random_state(batches[0].shape[0], torch.Generator().manual_seed(0))
-    precision = module.hparams.matmul_precision
+    precision, fused = module.hparams.matmul_precision, module.hparams.fused_kernels
 
     def sweep() -> None:
-        with matmul_precision(precision):
+        with matmul_precision(precision), fused_kernels(fused):
             kernel.run(model, state, 1)
 
     return sweep
+
+
+def sklearn_call(batches: list[torch.Tensor]) -> Callable[[], None]:
+    """One PCD-1 update of scikit-learn's ``BernoulliRBM(500)`` (``partial_fit`` on one batch of 600:
+    its ``_fit`` step, float32 like the input), cycling over the same batches as the RBM step."""
+    from sklearn.neural_network import BernoulliRBM
+
+    xs = [b.numpy().astype("float32") for b in batches]
+    rbm = BernoulliRBM(n_components=500, batch_size=len(xs[0]), n_iter=1, learning_rate=0.1, random_state=0)
+    rbm.partial_fit(xs[0])  # allocates the weights and the persistent chains
+    it = itertools.cycle(xs)
+    return lambda: rbm.partial_fit(next(it))
 
 
 class LightningSteps:
@@ -187,10 +206,12 @@ def measure_pair(label: str, a: Callable[[int], tuple[list[float], list[float]]]
             "round_ratios": ratios}
 
 
-def pair_cases(pair: str, data: dict[str, torch.Tensor], tmp: Path) -> list[tuple[str, Callable, Callable]]:
-    """(label, A, B) timing functions ``f(n) -> (wall times, cpu times)`` of one pair."""
-    def step_of(name, workload, precision="float32"):
-        m = module_for(name, workload, precision)
+def pair_cases(pair: str, data: dict[str, torch.Tensor], tmp: Path,
+               fused: bool = False) -> list[tuple[str, Callable, Callable]]:
+    """(label, A, B) timing functions ``f(n) -> (wall times, cpu times)`` of one pair; ``fused``: both
+    sides with fused kernels (except in ``fused/eager``)."""
+    def step_of(name, workload, precision="float32", fused=fused):
+        m = module_for(name, workload, precision, fused)
         bt = batches_for(name, workload, data)
         fn = sweep_call(m, bt) if workload == "sweep" else bare_step(m, bt)
         return lambda n: timed(fn, n)
@@ -204,6 +225,15 @@ def pair_cases(pair: str, data: dict[str, torch.Tensor], tmp: Path) -> list[tupl
         for name in ("dbm", "qidbm", "rbm", "grbm"):
             for w in ("recipe", "sweep"):
                 cases.append((f"{name} {w} bf16/fp32", step_of(name, w), step_of(name, w, "bfloat16")))
+    elif pair == "fused/eager":
+        for name in ("rbm", "qrbm", "dbm", "qidbm", "qgrbm"):
+            for w in ("recipe", "pcd1"):
+                cases.append((f"{name} {w} fused/eager", step_of(name, w, fused=False), step_of(name, w, fused=True)))
+    elif pair == "sklearn/rbm":
+        sk = sklearn_call(batches_for("rbm", "pcd1", data))
+        for precision, flag in (("float32", False), ("float32", True), ("bfloat16", True)):
+            label = f"rbm pcd1 sklearn/{precision}{' fused' if flag else ''}"
+            cases.append((label, step_of("rbm", "pcd1", precision, fused=flag), lambda n: timed(sk, n)))
     elif pair == "lightning/bare":
         for name in ("dbm", "qidbm"):
             m_fit = module_for(name, "recipe")
@@ -289,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only", default=None, help="substring a case label must contain")
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     p.add_argument("--tag", default="paired")
+    p.add_argument("--fused", action="store_true", help="fused kernels (torch.compile) on both sides of every pair")
     args = p.parse_args(argv)
     os.environ.setdefault("QIDBM_DATA_DIR", str(REPO.parent / "shared" / "data"))
     pairs = [s.strip() for s in args.pairs.split(",") if s.strip()]
@@ -303,10 +334,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rates: dict[str, list] = {}
     from tqdm.auto import tqdm
 
+    from threadpoolctl import threadpool_limits
+
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
+        threadpool_limits(limits=threads)  # numpy's BLAS (scikit-learn) gets the same threads
         rates[str(threads)] = matmul_rates()
-        cases = [c for pair in pairs for c in pair_cases(pair, data, tmp) if not args.only or args.only in c[0]]
+        cases = [c for pair in pairs for c in pair_cases(pair, data, tmp, args.fused) if not args.only or args.only in c[0]]
         for label, a, b in tqdm(cases, desc=f"{threads} thread(s)"):
             for attempt in range(args.retries + 1):
                 row = measure_pair(label, a, b, args.rounds, args.steps)

@@ -52,9 +52,10 @@ def build(model: str, sizes: list[int]) -> torch.nn.Module:
     raise ValueError(f"model must be DBM or QiDBM, got {model!r}")
 
 
-def training_step(model: torch.nn.Module, batch: int, workload: str, precision: str) -> Any:
+def training_step(model: torch.nn.Module, batch: int, workload: str, precision: str, fused: bool = False) -> Any:
     """The bare training step of ``model`` on random binary batches, and its module."""
-    kw: dict[str, Any] = {"chain_seed": 0, "init_visible_bias": False, "matmul_precision": precision}
+    kw: dict[str, Any] = {"chain_seed": 0, "init_visible_bias": False, "matmul_precision": precision,
+                          "fused_kernels": fused}
     if workload == "recipe":
         kw.update(cd_steps=20, negative_start="noise", positive="mean_field", centering=True, lr=0.005, momentum=0.9)
     else:
@@ -84,17 +85,17 @@ def training_step(model: torch.nn.Module, batch: int, workload: str, precision: 
 
 
 def measure(model_name: str, sizes: list[int], batch: int, workload: str, precision: str, reps: int,
-            mm: MatmulLimit) -> dict[str, Any]:
+            mm: MatmulLimit, fused: bool = False) -> dict[str, Any]:
     model = build(model_name, sizes)
-    step = training_step(model, batch, workload, precision)
-    step()  # warm-up: allocates the persistent chains
+    step = training_step(model, batch, workload, precision, fused)
+    step()  # warm-up: allocates the persistent chains (and compiles the fused kernels)
     _, calls = count_step(step)
     lim = mm.limit(calls)
     times = time_calls(step, warmup=0, min_reps=reps, min_time=0.0, max_reps=reps)
     s = summarize(times)
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {
-        "model": model_name, "sizes": sizes, "batch": batch, "workload": workload, "precision": precision,
+        "model": model_name, "sizes": sizes, "batch": batch, "workload": workload, "precision": precision, "fused": fused,
         "step_s": s["median_s"], "cpu_s": s["cpu_median_s"], "spread": (q[2] - q[0]) / s["median_s"],
         "reps": len(times), "gflop": mm_flops(calls) / 1e9, "limit_s": lim["limit_s"],
         "ratio": lim["limit_s"] / s["median_s"], "samples_per_s": batch / s["median_s"],
@@ -107,7 +108,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"Machine: {res['machine']['cpu']} ({res['machine']['description']}), torch {res['machine']['torch']}, "
         f"{res['threads']} thread(s); load average {res['load_before']:.2f} before, {res['load_after']:.2f} after.",
         f"Workload: {res['workload']} ({'PCD-1' if res['workload'] == 'pcd1' else 'noise start, 20 sweeps, mean field, centering'}), "
-        f"products in {res['precision']}; matmul limit replayed in float32.",
+        f"products in {res['precision']}{', fused kernels' if res.get('fused') else ''}; matmul limit replayed in float32.",
         "",
         "| model | layers | batch | s / update (median) | spread | CPU s | GFLOP / update | matmul limit s | limit / time | samples/s | quantum / classical |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--bitplanes", action="store_true", help="add the 8-bit-MNIST machine 6272-6272-6272 at batch 600")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fused", action="store_true", help="fused kernels: the closed forms compiled (qidbm.fused)")
     p.add_argument("--reps", type=int, default=5, help="timed calls per configuration (after one warm-up)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "scaling"), help="output path without extension")
     a = p.parse_args(argv)
@@ -148,12 +150,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {
         "command": "python bench/scaling.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(), "threads": a.threads, "workload": a.workload, "precision": a.matmul_precision,
-        "load_before": load_average()[0], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": [],
+        "fused": a.fused, "load_before": load_average()[0], "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rows": [],
     }
     from tqdm.auto import tqdm
 
     for sizes, batch, model_name in tqdm([(c, b, m) for c, b in configs for m in models], desc="configurations"):
-        res["rows"].append(measure(model_name, sizes, batch, a.workload, a.matmul_precision, a.reps, mm))
+        res["rows"].append(measure(model_name, sizes, batch, a.workload, a.matmul_precision, a.reps, mm, a.fused))
     res["load_after"] = load_average()[0]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qidbm.fused import kernel
+
 __all__ = [
     "softplus",
     "tanhc",
@@ -80,7 +82,7 @@ class _Softplus(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:  # type: ignore[override]
-        return x.clamp_min(0) + _log1p_unit(torch.exp(-x.abs()))
+        return _softplus_value(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -97,6 +99,11 @@ class _Softplus(torch.autograd.Function):
     def jvp(ctx, x_t: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return x_t * torch.sigmoid(x)
+
+
+@kernel
+def _softplus_value(x: Tensor) -> Tensor:
+    return x.clamp_min(0) + _log1p_unit(torch.exp(-x.abs()))
 
 
 def softplus(x: Tensor) -> Tensor:
@@ -131,20 +138,6 @@ def _r_plus_minus_u(u: Tensor, r: Tensor, gamma: Tensor, minus: bool = True) -> 
     return torch.lerp(small, big, pos), (torch.lerp(big, small, pos) if minus else None)
 
 
-def _half_tanhc(r: Tensor) -> Tensor:
-    """``tanh(r) / 2r = (sigmoid(2r) - 1/2) / r`` to absolute accuracy (a few eps; 0 at r = 0 is
-    not its limit 1/2, but every caller multiplies it by u or gamma, both 0 there).
-
-    ``sigmoid`` is much cheaper than float32 ``tanh`` on a CPU. ``sigmoid(2r) - 1/2`` loses digits for
-    small r, but callers multiply by ``|u| <= r`` or ``|gamma| <= r``, which keeps their error absolute.
-    """
-    s = torch.sigmoid(2.0 * r)
-    tiny = torch.finfo(r.dtype).tiny
-    if s.requires_grad:  # autograd keeps sigmoid's output: the same passes, out of place
-        return (s - 0.5) / r.clamp_min(tiny)
-    return s.sub_(0.5).div_(r.clamp_min(tiny))
-
-
 def _prob_one_from(r: Tensor, rpu: Tensor, rmu: Tensor, e: Tensor) -> Tensor:
     # [(r+u) + (r-u) e^{-2r}] / [2r (1 + e^{-2r})]; z = 1[r = 0] turns the 0/0 at r = 0 into 1/2
     z = (r == 0).to(r.dtype)
@@ -158,22 +151,13 @@ class _QubitLogPartition(torch.autograd.Function):
     the closed forms are finite everywhere. When gradients are needed the forward
     pass also forms them from its own intermediates (u, r), so the backward pass is one
     multiply per input. The value is accurate to rounding (relative); the two derivatives,
-    ``<n> = 1/2 + u tanh(r) / 2r`` and ``gamma tanh(r) / r``, to absolute accuracy (a few eps,
-    :func:`_half_tanhc`), which is all a gradient step needs and costs a third of the passes.
+    ``<n> = 1/2 + u tanh(r) / 2r`` and ``gamma tanh(r) / r``, to absolute accuracy (a few eps, from
+    the value's own ``e^{-2r}``), which is all a gradient step needs and costs a third of the passes.
     """
 
     @staticmethod
     def forward(ctx, phi: Tensor, gamma: Tensor) -> Tensor:  # type: ignore[override]
-        u, r = _half_field(phi, gamma)
-        rpu, _ = _r_plus_minus_u(u, r, gamma, minus=False)
-        # u + log 2cosh r = (r + u) + log1p(e^{-2r}), with r + u formed without cancellation
-        out = rpu + _log1p_unit(torch.exp(-2.0 * r))
-        d_phi = d_gamma = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            q = _half_tanhc(r)
-            d_phi = q * u + 0.5 if ctx.needs_input_grad[0] else None
-            # d/dgamma of a function of gamma^2: gamma * tanh(r) / r  (= sign(gamma) <X>)
-            d_gamma = 2.0 * q * gamma if ctx.needs_input_grad[1] else None
+        out, d_phi, d_gamma = _log_partition_and_derivatives(phi, gamma, *ctx.needs_input_grad[:2])
         ctx.save_for_backward(phi, gamma, d_phi, d_gamma)
         return out
 
@@ -186,6 +170,30 @@ class _QubitLogPartition(torch.autograd.Function):
         grad_phi = None if d_phi is None else _sum_to(grad * d_phi, phi.shape)
         grad_gamma = None if d_gamma is None else _sum_to(grad * d_gamma, gamma.shape)
         return grad_phi, grad_gamma
+
+
+@kernel
+def _log_partition_and_derivatives(
+    phi: Tensor, gamma: Tensor, need_phi: bool, need_gamma: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``u + log 2cosh r`` and, where asked, its derivatives ``<n>`` and ``gamma tanh(r) / r``."""
+    u, r = _half_field(phi, gamma)
+    rpu, _ = _r_plus_minus_u(u, r, gamma, minus=False)
+    e = torch.exp(-2.0 * r)
+    w = 1.0 + e
+    # u + log 2cosh r = (r + u) + log1p(e^{-2r}), with r + u formed without cancellation and
+    # log1p as in _log1p_unit (w - 1 is exact, so the second term removes w's rounding)
+    out = rpu + (torch.log(w) - ((w - 1.0) - e) / w)
+    d_phi = d_gamma = None
+    if need_phi or need_gamma:
+        # q = tanh(r) / 2r = (1 - e^{-2r}) / (2r (1 + e^{-2r})) from the same exponential. 1 - e loses
+        # digits for small r, but u and gamma (both <= r in size) multiply q: the error stays absolute,
+        # a few eps; q = 0 instead of its limit 1/2 at r = 0, where u = gamma = 0.
+        q = (1.0 - e) / (2.0 * r.clamp_min(torch.finfo(r.dtype).tiny) * w)
+        d_phi = q * u + 0.5 if need_phi else None
+        # d/dgamma of a function of gamma^2: gamma * tanh(r) / r  (= sign(gamma) <X>)
+        d_gamma = 2.0 * q * gamma if need_gamma else None
+    return out, d_phi, d_gamma
 
 
 def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
@@ -237,6 +245,11 @@ def qubit_draw_prob(phi: Tensor, gamma: Tensor) -> Tensor:
     ``sigmoid(phi)`` to the same absolute accuracy. Valid for ``|phi|, 2|gamma|`` below
     ``sqrt(finfo.max)`` (1.8e19 in float32), where ``phi^2`` stays finite.
     """
+    return _draw_prob(phi, gamma)
+
+
+@kernel
+def _draw_prob(phi: Tensor, gamma: Tensor) -> Tensor:
     # finfo.tiny inside the square root keeps rho > 0 at phi = gamma = 0 (P = 1/2 there) without a
     # clamp pass; it is added to the small [n_units] vector 4 gamma^2, not to the [batch, n_units] one.
     tiny = torch.finfo(phi.dtype).tiny

@@ -26,6 +26,7 @@ from torch import Tensor
 from qidbm.checkpoint import check_checkpoint, checkpoint_section
 from qidbm.models import BoltzmannMachine
 from qidbm.models.base import State
+from qidbm import fused
 from qidbm.precision import MATMUL_PRECISIONS, matmul_precision
 from qidbm.quantum import qubit_draw_prob
 from qidbm.samplers.chain import ChainStats, bernoulli
@@ -78,6 +79,10 @@ class BoltzmannModule(L.LightningModule):
             the chains' and the loss's forward and backward (:mod:`qidbm.precision`; several times
             faster on CPUs with AVX512_BF16 and on GPUs); parameters, optimizer and elementwise
             closed forms stay float32.
+        fused_kernels: run the elementwise closed forms of a step (the qubit's log-partition and
+            draw probability, the classical softplus) as ``torch.compile``d kernels, one loop each
+            (:mod:`qidbm.fused`; same values to a few eps, compiled on the first step; without a
+            working compiler it warns once and runs eagerly).
         quantum_step: ``"paper"`` (the DO-EM paper's Z-basis step) or ``"exact"``
             (Metropolis-corrected, exact for Gamma != 0); used by every chain.
         visible_step, langevin_steps, langevin_step_size: Gaussian visibles: ``"gibbs"`` or
@@ -130,6 +135,7 @@ class BoltzmannModule(L.LightningModule):
         centering_rate: float = 0.01,
         lr_decay: float = 0.0,
         matmul_precision: Literal["float32", "bfloat16"] = "float32",
+        fused_kernels: bool = False,
         persistent_betas: list[float] | None = None,
         persistent_weight: float | None = None,
         noise_density: list[float] | None = None,
@@ -206,6 +212,8 @@ class BoltzmannModule(L.LightningModule):
                              "use it with GRBM/QGRBM, or leave it at 1")
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
+        if not isinstance(fused_kernels, bool):
+            raise TypeError(f"fused_kernels must be true or false, got {fused_kernels!r}")
         if lr_decay < 0:
             raise ValueError(f"lr_decay must be >= 0 (0: constant learning rate), got {lr_decay}")
         if not 0 < centering_rate <= 1:
@@ -410,7 +418,8 @@ class BoltzmannModule(L.LightningModule):
         """The DO-EM / CD loss and its terms for a batch of visible vectors: the two free-energy
         terms and, with the exact quantum step, the negative chains' acceptance per quantum layer
         (``acceptance/layer{l}``)."""
-        with matmul_precision(self.hparams.get("matmul_precision", "float32")):
+        with matmul_precision(self.hparams.get("matmul_precision", "float32")), \
+                fused.fused_kernels(self.hparams.get("fused_kernels", False)):
             pos = self.positive_phase(v)
             neg, neg_stats = self._negative_chains(v)
             # one forward/backward over [positive; negative] rows: larger matrix products
@@ -418,7 +427,7 @@ class BoltzmannModule(L.LightningModule):
             both = [None if p is None else torch.cat([p, q.to(p.dtype)]) for p, q in zip(pos, neg)]
             f, fields = self.model.marginal_free_energy_and_fields(both, self.summed_layers)
         if self._reuses_free_energy_fields:  # the chains' last odd half-sweep, from F's own fields
-            with torch.no_grad():
+            with torch.no_grad(), fused.fused_kernels(self.hparams.get("fused_kernels", False)):
                 for l, (phi, gam) in fields.items():
                     # gamma is a [n_l] parameter unless coupled fields make it per row
                     if gam is None:
