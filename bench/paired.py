@@ -226,7 +226,7 @@ def pair_cases(pair: str, data: dict[str, torch.Tensor], tmp: Path,
             for w in ("recipe", "sweep"):
                 cases.append((f"{name} {w} bf16/fp32", step_of(name, w), step_of(name, w, "bfloat16")))
     elif pair == "fused/eager":
-        for name in ("rbm", "qrbm", "dbm", "qidbm", "qgrbm"):
+        for name in ("rbm", "qrbm", "dbm", "qidbm"):
             for w in ("recipe", "pcd1"):
                 cases.append((f"{name} {w} fused/eager", step_of(name, w, fused=False), step_of(name, w, fused=True)))
     elif pair == "sklearn/rbm":
