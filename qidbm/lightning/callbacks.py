@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Literal
@@ -30,11 +31,19 @@ def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) 
             rank_zero_warn(f"could not log image {key!r} to {name}: {e}")
 
 
-def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int, spec: SamplingSpec, seed: int) -> Tensor:
+def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int, spec: SamplingSpec, seed: int,
+                      follow_training_anneal: bool = False) -> Tensor:
     """:func:`qidbm.samplers.drawing.draw` for a module in training: ``pl_module.model`` sampled with
     ``spec`` and a generator of its own (seeded by ``seed``), so that evaluation never perturbs the
-    training chains' random stream; the module is put in eval mode meanwhile."""
+    training chains' random stream; the module is put in eval mode meanwhile.
+
+    ``follow_training_anneal``: a noise start anneals from the module's ``noise_anneal``, as its
+    training chains and ``qidbm sample`` do (``spec.anneal_from`` is then ignored)."""
     from qidbm.samplers.drawing import draw
+
+    beta = float(getattr(pl_module, "hparams", {}).get("noise_anneal", 1.0))
+    if follow_training_anneal and spec.start == "noise" and beta != spec.anneal_from:
+        spec = dataclasses.replace(spec, anneal_from=beta)
 
     data = None
     if spec.start != "noise":
@@ -57,7 +66,8 @@ class SampleGrid(L.Callback):
     Sampling uses its own generator (seeded by ``seed``) so that it never perturbs the
     training chains' random stream. ``noise_density``: the noise start's density range, and
     ``anneal_from``: the first sweep's inverse temperature of an annealed chain
-    (:class:`~qidbm.samplers.drawing.SamplingSpec`; set them as the module's to see what it draws).
+    (:class:`~qidbm.samplers.drawing.SamplingSpec`); left at None, a noise start anneals as the
+    module's training chains do (its ``noise_anneal``), which is what ``qidbm sample`` draws.
     """
 
     def __init__(
@@ -71,12 +81,13 @@ class SampleGrid(L.Callback):
         dirpath: str | None = None,
         seed: int = 0,
         noise_density: list[float] | None = None,
-        anneal_from: float = 1.0,
+        anneal_from: float | None = None,
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
-                                 noise_density=noise_density, anneal_from=anneal_from)
+                                 noise_density=noise_density, anneal_from=1.0 if anneal_from is None else anneal_from)
+        self.follow_training_anneal = anneal_from is None
         self.dirpath = dirpath
         self.seed = seed
         self.last_path: Path | None = None
@@ -93,7 +104,7 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def make_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
-        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed)
+        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal)
         images = visible_to_images(x, getattr(pl_module, "data_info", None))
         d = self._dir(trainer)
         save_grid(images, d / f"epoch={trainer.current_epoch:03d}.png")
@@ -108,7 +119,8 @@ class FIDCallback(L.Callback):
     """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (docs/maths.md, 'FID protocol').
 
     Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
-    ``output``, ``quantum_step``, ``noise_density``, ``anneal_from``) and compared with the data module's test images
+    ``output``, ``quantum_step``, ``noise_density``, ``anneal_from``: None follows the module's
+    ``noise_anneal``, as :class:`SampleGrid`) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
     disk keyed by dataset, split and encoding. The score is logged as ``fid`` (to every
     logger) and, with ``save_best``, the model with the lowest finite FID so far is saved to
@@ -134,14 +146,16 @@ class FIDCallback(L.Callback):
         save_best: bool = True,
         seed: int = 0,
         noise_density: list[float] | None = None,
-        anneal_from: float = 1.0,
+        anneal_from: float | None = None,
     ) -> None:
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError("FIDCallback needs every_n_epochs >= 1 and num_samples >= 2")
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
-                                 batch_size=batch_size, noise_density=noise_density, anneal_from=anneal_from)
+                                 batch_size=batch_size, noise_density=noise_density,
+                                 anneal_from=1.0 if anneal_from is None else anneal_from)
+        self.follow_training_anneal = anneal_from is None
         self.fid_weights = fid_weights
         self.fid_batch_size = fid_batch_size
         self.dirpath = dirpath
@@ -180,7 +194,7 @@ class FIDCallback(L.Callback):
         key = {"dataset": info["dataset"], "split": "test", "encoding": info["encoding"],
                "preprocessing": info.get("preprocessing")}
         mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)
-        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed)
+        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal)
         images = visible_to_images(x, info)
         if not torch.isfinite(images).all():
             return float("nan")

@@ -64,3 +64,34 @@ def test_callbacks_draw_from_the_noise_start_and_annealing_they_are_given():
     assert SampleGrid().spec.anneal_from == 1.0
     with pytest.raises(ValueError, match="start density range"):
         SampleGrid(noise_density=[0.9, 0.1])
+
+
+def test_callbacks_follow_the_modules_annealing_unless_told():
+    """Left at None, a grid anneals from the module's noise_anneal (what `qidbm sample` draws); a given
+    anneal_from wins; a module without annealing is drawn plainly."""
+    import dataclasses
+
+    from qidbm.lightning import SampleGrid
+    from qidbm.lightning.callbacks import draw_eval_samples
+    from qidbm.models import RBM
+    from qidbm.samplers.drawing import draw
+
+    torch.manual_seed(0)
+    model = RBM(12, 6, weight_std=1.0)
+    annealed = BoltzmannModule(model, negative_start="noise", cd_steps=5, noise_anneal=0.2)
+    plain = BoltzmannModule(model, negative_start="noise", cd_steps=5)
+
+    def reference(anneal_from):
+        spec = dataclasses.replace(SampleGrid(num_steps=5).spec, anneal_from=anneal_from)
+        return draw(model, 50, spec, generator=torch.Generator().manual_seed(3))[0]
+
+    def grid(cb, module):
+        return draw_eval_samples(None, module, 50, cb.spec, 3, cb.follow_training_anneal)
+
+    follows, given = SampleGrid(num_steps=5), SampleGrid(num_steps=5, anneal_from=1.0)
+    assert follows.follow_training_anneal and not given.follow_training_anneal
+    assert FIDCallback().follow_training_anneal and not FIDCallback(anneal_from=0.5).follow_training_anneal
+    assert torch.equal(grid(follows, annealed), reference(0.2))
+    assert not torch.equal(reference(0.2), reference(1.0))  # the annealing changes the draws
+    assert torch.equal(grid(given, annealed), reference(1.0))
+    assert torch.equal(grid(follows, plain), reference(1.0))
