@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from qidbm.atomic import atomic_write
 from qidbm.metrics.fid import FIDAccumulator, ImagesLike
@@ -123,7 +124,8 @@ def reference_stats(
         batch_size, device, progress: for a new accumulator.
 
     The file stores ``mu``, ``sigma``, ``n``, the canonical key and the weights
-    identity, and is written atomically (temporary file + ``os.replace``).
+    identity, and is written atomically (temporary file + ``os.replace``); a ``.lock`` file beside
+    it lets one process compute it while the others wait and then read it.
     """
     canon = _canonical_key(key)
     if accumulator is not None:
@@ -139,6 +141,20 @@ def reference_stats(
         cached = _load_stats(path, canon, wid)
         if cached is not None:
             return cached
+    # two evaluations started together on a new data set would both spend minutes on the same
+    # statistics: the second waits for the first's file instead
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.is_file():
+            cached = _load_stats(path, canon, wid)
+            if cached is not None:
+                return cached
+        return _compute_and_save(path, canon, wid, images_fn, accumulator, weights_path, batch_size, device, progress)
+
+
+def _compute_and_save(path: Path, canon: str, wid: str, images_fn: Callable[[], ImagesLike],
+                      accumulator: FIDAccumulator | None, weights_path, batch_size: int, device,
+                      progress: bool) -> tuple[np.ndarray, np.ndarray]:
     acc = accumulator
     if acc is None:
         acc = FIDAccumulator(weights_path, batch_size=batch_size, device=device, progress=progress)

@@ -363,8 +363,8 @@ def test_reference_stats_cache_written_once_and_keyed(tmp_path, monkeypatch, inc
     cache = tmp_path / "fidcache"
     mu, sigma = reference_stats(key, images_fn, cache, accumulator=inception_acc)
     assert len(calls) == 1 and mu.shape == (2048,) and sigma.shape == (2048, 2048)
-    files = sorted(cache.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".npz" and "dataset=mnist" in files[0].name
+    files = sorted(cache.glob("*.npz"))
+    assert len(files) == 1 and "dataset=mnist" in files[0].name
     assert files[0] == reference_stats_path(dict(reversed(list(key.items()))), cache, WEIGHTS)  # order-free key
     with np.load(files[0]) as z:
         assert str(z["weights"]) == weights_identity(WEIGHTS) and "binary" in str(z["key"]) and int(z["n"]) == 2
@@ -378,7 +378,7 @@ def test_reference_stats_cache_written_once_and_keyed(tmp_path, monkeypatch, inc
     # a different key (encoding) is a different file and is computed
     other = dict(key, encoding="bitplanes")
     mu3, _ = reference_stats(other, lambda: imgs.flip(-1), cache, accumulator=inception_acc)
-    assert len(sorted(cache.iterdir())) == 2 and not np.array_equal(mu3, mu)
+    assert len(sorted(cache.glob("*.npz"))) == 2 and not np.array_equal(mu3, mu)
     # a corrupt cache file is recomputed, not trusted
     files[0].write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="unreadable"):
@@ -390,6 +390,38 @@ def test_reference_stats_cache_written_once_and_keyed(tmp_path, monkeypatch, inc
     monkeypatch.setenv("QIDBM_CACHE_DIR", str(tmp_path / "envcache"))
     reference_stats("mnist-test-binary", lambda: imgs, accumulator=inception_acc)
     assert len(list((tmp_path / "envcache" / "fid").glob("mnist-test-binary__*.npz"))) == 1
+
+
+@needs_weights
+def test_reference_stats_waits_for_a_build_in_progress(tmp_path, inception_acc):
+    """While another process holds the statistics' lock, a second caller waits and then reads its
+    file instead of computing the same statistics again."""
+    import shutil
+    import threading
+
+    from filelock import FileLock
+
+    imgs = (torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+    key = {"dataset": "mnist", "split": "test", "encoding": "binary"}
+    built = tmp_path / "built"
+    mu, _ = reference_stats(key, lambda: imgs, built, accumulator=inception_acc)
+    cache = tmp_path / "shared"
+    target = reference_stats_path(key, cache, WEIGHTS)
+    cache.mkdir()
+    result, calls = {}, []
+
+    def second_caller():
+        result["mu"] = reference_stats(key, lambda: calls.append(1) or imgs, cache, accumulator=inception_acc)[0]
+
+    with FileLock(f"{target}.lock"):  # the first process, still computing
+        t = threading.Thread(target=second_caller)
+        t.start()
+        t.join(timeout=2.0)
+        assert t.is_alive()  # it waits for the lock
+        shutil.copy(next(built.glob("*.npz")), target)  # the first process's file lands
+    t.join(timeout=60)
+    assert not t.is_alive() and calls == []
+    np.testing.assert_array_equal(result["mu"], mu)
 
 
 def _pytorch_fid_reference(tmp_path, sets, monkeypatch):
