@@ -292,7 +292,7 @@ def cpu_flags() -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"Command: `{result['command']}`  ", f"Machine: {result['machine']['cpu']}, {result['machine']['description']}, "
-             f"torch {result['machine']['torch']}  ", f"CPU instructions: {' '.join(result.get('cpu_flags', []))}  "]
+             f"torch {result['machine']['torch']}, allocator: {result['machine'].get('allocator', 'glibc defaults')}  ", f"CPU instructions: {' '.join(result.get('cpu_flags', []))}  "]
     for t, rates in result.get("matmul", {}).items():
         lines += ["", f"Matrix products, {t} thread(s), GFLOP/s (median of 9 x 20 products):", "",
                   "| shape (m x k x n) | float32 | bfloat16 (casts included, as `layer_product`) | bfloat16 operands only |",

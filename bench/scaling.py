@@ -106,7 +106,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"Command: `{res['command']}`",
         f"Machine: {res['machine']['cpu']} ({res['machine']['description']}), torch {res['machine']['torch']}, "
-        f"{res['threads']} thread(s); load average {res['load_before']:.2f} before, {res['load_after']:.2f} after.",
+        f"allocator: {res['machine'].get('allocator', 'glibc defaults')}, {res['threads']} thread(s); load average {res['load_before']:.2f} before, {res['load_after']:.2f} after.",
         f"Workload: {res['workload']} ({'PCD-1' if res['workload'] == 'pcd1' else 'noise start, 20 sweeps, mean field, centering'}), "
         f"products in {res['precision']}{', fused kernels' if res.get('fused') else ''}; matmul limit replayed in float32.",
         "",

@@ -11,7 +11,8 @@ Inside ``with fused_kernels(True):`` the functions decorated with :func:`kernel`
 (the default) they run eagerly. The first call of each kernel per dtype and layout compiles it
 (seconds to a minute on a CPU, cached by Inductor on disk); a machine without a working C++ compiler
 (CPU) or Triton (GPU) falls back to the eager form with one warning. Calls under autograd recording,
-inside ``torch.compile`` or under torch.func transforms always run eagerly: the kernels are forward
+inside ``torch.compile``, under torch.func transforms or under a dispatch mode (``FlopCounterMode``)
+always run eagerly: the kernels are forward
 passes whose derivatives their callers form themselves.
 """
 
@@ -24,6 +25,7 @@ import warnings
 from typing import Callable, Iterator, TypeVar
 
 import torch
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 __all__ = ["fused_kernels", "fused_kernels_enabled", "kernel"]
 
@@ -52,8 +54,9 @@ def fused_kernels(enabled: bool = True) -> Iterator[None]:
 
 
 def _eager_only(args: tuple) -> bool:
-    """Calls the compiled form must not take: recorded by autograd, traced, or under a transform."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    """Calls the compiled form must not take: recorded by autograd, traced, under a transform, or seen
+    by a dispatch mode (FLOP counters, operator recorders: Dynamo does not trace under those)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or is_in_torch_dispatch_mode():
         return True
     return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 

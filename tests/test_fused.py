@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from qidbm import fused, quantum
 from qidbm.fused import fused_kernels, fused_kernels_enabled
@@ -93,6 +94,8 @@ def test_recorded_and_transformed_calls_stay_eager(monkeypatch):
         y = square(x)  # autograd records this call: the eager form keeps the graph
         (gx,) = torch.autograd.grad(y.sum(), x)
         torch.func.vmap(square)(x.detach())  # under a transform: eager
+        with FlopCounterMode(display=False):  # under a dispatch mode (Dynamo would find no frame): eager
+            square(x.detach())
         assert calls == []
         square(x.detach())
     assert torch.equal(gx, 2 * x.detach())
