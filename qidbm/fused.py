@@ -12,8 +12,7 @@ Inside ``with fused_kernels(True):`` the functions decorated with :func:`kernel`
 (seconds to a minute on a CPU, cached by Inductor on disk); a machine without a working C++ compiler
 (CPU) or Triton (GPU) falls back to the eager form with one warning. Calls under autograd recording,
 inside ``torch.compile``, under torch.func transforms or under a dispatch mode (``FlopCounterMode``)
-always run eagerly: the kernels are forward
-passes whose derivatives their callers form themselves.
+always run eagerly: the kernels are forward passes whose derivatives their callers form themselves.
 """
 
 from __future__ import annotations
