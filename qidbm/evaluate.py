@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-batch-size", type=int, default=None,
                    help="Inception batch size (default 50 on CPU: 22 img/s vs 15 at 200 on the 2-core CPU, "
                         "bench/fid_speed.py; 200 on GPU)")
+    p.add_argument("--fid-reference", choices=["test", "train", "val"], default="test",
+                   help="images FID compares against (default test: the published protocol); train or val "
+                        "to choose among a run's checkpoints without looking at the test images")
+    p.add_argument("--fid-reference-size", type=int, default=None, metavar="N",
+                   help="use the reference split's first N images (default: all of test/val, the first "
+                        "10000 of train, the test set's size)")
     p.add_argument("--fid-method", choices=["sqrtm", "eigh"], default="eigh",
                    help="matrix square root of the Frechet distance: eigh (default; equals pytorch-fid's sqrtm "
                         "to ~1e-12 relative, tested, and is much faster) or sqrtm (pytorch-fid's own numerics)")
@@ -58,6 +64,8 @@ def _argument_problem(a: argparse.Namespace) -> str | None:
         return f"--prc-samples and --copy-samples must be >= 0 (0 skips), got {a.prc_samples} and {a.copy_samples}"
     if a.num_samples < 2 and not a.no_fid:
         return f"--num-samples must be at least 2 for FID, got {a.num_samples}"
+    if a.fid_reference_size is not None and a.fid_reference_size < 2:
+        return f"--fid-reference-size must be at least 2 images (FID statistics), got {a.fid_reference_size}"
     if a.ais_runs < 0 or a.ais_runs == 1:
         return f"--ais-runs must be 0 (no AIS) or at least 2, got {a.ais_runs}"
     if a.ais_runs and a.ais_betas < 2:
@@ -118,6 +126,13 @@ def cmd_evaluate(argv: list[str]) -> int:
     if not a.no_fid:
         if dm is None:
             raise ValueError("FID needs the test set: this checkpoint has no data_info; retrain with `qidbm fit`")
+        if a.fid_reference != "test":  # a missing split fails here, before any sampling
+            try:
+                dm.split_pixels(a.fid_reference)
+            except ValueError as e:
+                print(f"error: --fid-reference {a.fid_reference}: {e}; the run held out no images, "
+                      "use --fid-reference train", file=sys.stderr)
+                return 2
         specs = _specs(a, info, model.gaussian_visible)
         if ckpt_files is not None and len(ckpt_files) > 1:  # FID of every checkpoint, the primary sampling
             per = []
@@ -203,7 +218,7 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
     import numpy as np
 
     from qidbm.images import save_grid, visible_to_images
-    from qidbm.metrics import compute_fid, frechet_distance, reference_stats
+    from qidbm.metrics import compute_fid, data_reference_key, frechet_distance, reference_size, reference_stats
     from qidbm.samplers import drawing
 
     data = None
@@ -227,10 +242,12 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
     t0 = time.time()
     n_pr = min(a.prc_samples, len(images)) if diagnostics and acc is not None else 0
     gen_features = None
+    split, n_ref = a.fid_reference, reference_size(a.fid_reference, a.fid_reference_size)
+    if n_ref is not None:
+        n_ref = min(n_ref, dm.split_pixels(split).shape[0])  # the key and the printout name the images used
     if a.fid_backend == "pytorch-fid":
-        key = {"dataset": data_info["dataset"], "split": "test", "encoding": data_info["encoding"],
-               "preprocessing": data_info.get("preprocessing")}
-        mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)
+        key = data_reference_key(data_info, split, n_ref)
+        mu_r, sigma_r = reference_stats(key, lambda: dm.reference_images(split, n_ref), accumulator=acc)
         acc.reset()
         if n_pr:  # the first n_pr samples' features serve FID and precision/recall alike
             gen_features = torch.cat([acc.features(b) for b in images[:n_pr].split(a.fid_batch_size)])
@@ -240,10 +257,11 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
         mu, sigma = acc.compute_stats()
         fid = float(frechet_distance(mu, sigma, mu_r, sigma_r, method=a.fid_method))
     else:
-        fid = compute_fid(images, dm.test_images(), backend="torchmetrics", weights_path=a.fid_weights,
+        fid = compute_fid(images, dm.reference_images(split, n_ref), backend="torchmetrics", weights_path=a.fid_weights,
                           batch_size=a.fid_batch_size, device=a.device, progress=True)
-    out.update(fid=fid, fid_backend=a.fid_backend, fid_seconds=round(time.time() - t0, 2))
-    print(f"FID ({a.fid_backend}, {a.num_samples} samples vs {data_info['dataset']} test, "
+    reference = split if n_ref is None else f"{split} (first {n_ref})"
+    out.update(fid=fid, fid_backend=a.fid_backend, fid_reference=reference, fid_seconds=round(time.time() - t0, 2))
+    print(f"FID ({a.fid_backend}, {a.num_samples} samples vs {data_info['dataset']} {reference}, "
           f"{data_info['encoding']}): {fid:.3f}   [sampling: {spec.describe()}]")
     if not diagnostics:
         return out

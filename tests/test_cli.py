@@ -184,6 +184,33 @@ def test_evaluate_a_run_folder_reports_minimum_and_final_fid_and_diagnostics(tin
     assert "FID over 3 checkpoints: minimum" in printed and "precision" in printed and "nearest training image" in printed
 
 
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
+def test_evaluate_against_the_training_images_uses_their_own_statistics(tiny_run, tmp_path, capsys):
+    """--fid-reference train: a different reference (another score, its own cache file) from the same
+    samples; the test set stays the default; a bad size or a missing split fails before sampling."""
+    import json
+
+    from qidbm.metrics import default_cache_dir
+
+    cfg, out = tiny_run
+    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "1"])
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    common = ["evaluate", "--ckpt", ckpt, "--num-samples", "16", "--num-steps", "2", "--fid-weights", str(FID_WEIGHTS),
+              "--ais-runs", "0", "--prc-samples", "0", "--copy-samples", "0", "--data-root", str(tmp_path / "data")]
+    r = {}
+    for ref in ("test", "train"):
+        assert main([*common, "--fid-reference", ref, "--json", str(tmp_path / f"{ref}.json")]) == 0
+        r[ref] = json.loads((tmp_path / f"{ref}.json").read_text())
+    assert r["test"]["fid_reference"] == "test" and r["train"]["fid_reference"] == "train (first 240)"
+    assert r["train"]["fid"] != r["test"]["fid"]  # tiny data: the bars of the two splits sit at other rows
+    assert "vs MNIST train (first 240)" in capsys.readouterr().out
+    assert [f for f in default_cache_dir().glob("*.npz") if "split=train" in f.name and "num_images=240" in f.name]
+    assert main([*common, "--fid-reference", "train", "--fid-reference-size", "1"]) == 2
+    assert "--fid-reference-size must be at least 2" in capsys.readouterr().err
+    assert main([*common, "--fid-reference", "val"]) == 2
+    assert "no 'val' split" in capsys.readouterr().err
+
+
 def test_wandb_runs_offline_without_api_key(monkeypatch, tmp_path):
     from qidbm.lightning.loggers import wandb_should_be_offline
 

@@ -291,7 +291,18 @@ class ImageDataModule(L.LightningDataModule):
         at 0.5 for ``binary``, exact 8-bit pixels for ``bitplanes``, the normalise/denormalise
         round trip (clipped) for ``continuous``.
         """
-        enc, pix = self.encoder, self._test_pixels()
+        return self.reference_images("test")
+
+    def reference_images(self, split: Literal["train", "val", "test"] = "test", num_images: int | None = None) -> Tensor:
+        """A split's images encoded then decoded as :meth:`test_images` (``num_images``: its first N).
+
+        The training or held-out split serves as FID reference for choosing among checkpoints
+        without looking at the test images (``qidbm evaluate --fid-reference train``).
+        """
+        if num_images is not None and num_images < 2:
+            raise ValueError(f"num_images must be >= 2 for FID statistics, got {num_images}")
+        enc, pix = self.encoder, self.split_pixels(split)
+        pix = pix if num_images is None else pix[:num_images]
         return torch.cat([enc.decode(enc.encode_uint8(pix[i : i + 4096])) for i in range(0, pix.shape[0], 4096)])
 
     def split_pixels(self, split: Literal["train", "val", "test"]) -> Tensor:

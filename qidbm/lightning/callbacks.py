@@ -122,7 +122,9 @@ class FIDCallback(L.Callback):
     ``output``, ``quantum_step``, ``noise_density``, ``anneal_from``: None follows the module's
     ``noise_anneal``, as :class:`SampleGrid`) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
-    disk keyed by dataset, split and encoding. The score is logged as ``fid`` (to every
+    disk keyed by dataset, split and encoding. ``reference="train"`` (its first 10,000 images
+    unless ``reference_size``) or ``"val"`` (the held-out images) compares with those instead, so
+    that ``best_fid.ckpt`` is chosen without looking at the test images. The score is logged as ``fid`` (to every
     logger) and, with ``save_best``, the model with the lowest finite FID so far is saved to
     ``dirpath/best_fid.ckpt`` (a NaN or infinite score is never "best"). A grid of the
     first 100 samples is saved as ``dirpath/fid_samples/epoch=NNN.png`` and logged as an image.
@@ -147,9 +149,17 @@ class FIDCallback(L.Callback):
         seed: int = 0,
         noise_density: list[float] | None = None,
         anneal_from: float | None = None,
+        reference: Literal["test", "train", "val"] = "test",
+        reference_size: int | None = None,
     ) -> None:
+        from qidbm.metrics.fid_reference import REFERENCE_SPLITS
+
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError("FIDCallback needs every_n_epochs >= 1 and num_samples >= 2")
+        if reference not in REFERENCE_SPLITS or (reference_size is not None and reference_size < 2):
+            raise ValueError(f"FIDCallback reference must be one of {list(REFERENCE_SPLITS)} with reference_size None "
+                             f"or >= 2, got {reference!r}, {reference_size}")
+        self.reference, self.reference_size = reference, reference_size
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
@@ -184,16 +194,17 @@ class FIDCallback(L.Callback):
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         """Draw samples and return their FID against the cached test-set statistics."""
-        from qidbm.metrics import frechet_distance, reference_stats
+        from qidbm.metrics import data_reference_key, frechet_distance, reference_size, reference_stats
 
         dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "test_images"):
-            raise ValueError("FIDCallback needs a qidbm data module (with test_images()) in the trainer")
+        if dm is None or not hasattr(dm, "reference_images"):
+            raise ValueError("FIDCallback needs a qidbm data module (with reference_images()) in the trainer")
         info = pl_module.data_info or dm.data_info()
         acc = self._accumulator(pl_module.device)
-        key = {"dataset": info["dataset"], "split": "test", "encoding": info["encoding"],
-               "preprocessing": info.get("preprocessing")}
-        mu_r, sigma_r = reference_stats(key, dm.test_images, accumulator=acc)
+        split, n = self.reference, reference_size(self.reference, self.reference_size)
+        n = None if n is None else min(n, dm.split_pixels(split).shape[0])
+        mu_r, sigma_r = reference_stats(data_reference_key(info, split, n), lambda: dm.reference_images(split, n),
+                                        accumulator=acc)
         x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal)
         images = visible_to_images(x, info)
         if not torch.isfinite(images).all():

@@ -15,7 +15,10 @@ from qidbm.metrics.fid import (
 )
 from qidbm.metrics.fid_reference import (
     CACHE_DIR_ENV,
+    REFERENCE_SPLITS,
+    data_reference_key,
     default_cache_dir,
+    reference_size,
     reference_stats,
     reference_stats_path,
 )
@@ -39,14 +42,17 @@ __all__ = [
     "FIDAccumulator",
     "FIDWeightsError",
     "InceptionFID",
+    "REFERENCE_SPLITS",
     "InceptionFeatures",
     "build_fid_inception",
     "compute_fid",
+    "data_reference_key",
     "default_cache_dir",
     "frechet_distance",
     "fuse_conv_bn",
     "gaussian_moments",
     "prepare_images",
+    "reference_size",
     "reference_stats",
     "reference_stats_path",
     "resolve_weights_path",

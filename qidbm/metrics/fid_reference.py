@@ -25,7 +25,8 @@ from qidbm.atomic import atomic_write
 from qidbm.metrics.fid import FIDAccumulator, ImagesLike
 from qidbm.metrics.inception import weights_identity
 
-__all__ = ["CACHE_DIR_ENV", "default_cache_dir", "reference_stats", "reference_stats_path"]
+__all__ = ["CACHE_DIR_ENV", "REFERENCE_SPLITS", "TRAIN_REFERENCE_SIZE", "data_reference_key", "default_cache_dir",
+           "reference_size", "reference_stats", "reference_stats_path"]
 
 #: environment variable naming the qidbm cache root (FID stats go to ``<root>/fid``)
 CACHE_DIR_ENV = "QIDBM_CACHE_DIR"
@@ -65,6 +66,31 @@ def _readable_key(key: Mapping[str, Any] | str) -> str:
     if isinstance(key, Mapping):
         return "_".join(f"{k}={v}" for k, v in sorted(dict(key).items(), key=lambda kv: str(kv[0])))
     return str(key)
+
+
+REFERENCE_SPLITS: tuple[str, ...] = ("test", "train", "val")
+TRAIN_REFERENCE_SIZE = 10000  # the training split as FID reference: as many images as the test set
+
+
+def reference_size(split: str, num_images: int | None = None) -> int | None:
+    """How many of ``split``'s first images are the FID reference: ``num_images`` if given, else
+    all of test or val and the first :data:`TRAIN_REFERENCE_SIZE` of train (None: all)."""
+    if num_images is not None:
+        return int(num_images)
+    return TRAIN_REFERENCE_SIZE if split == "train" else None
+
+
+def data_reference_key(data_info: Mapping[str, Any], split: str = "test", num_images: int | None = None) -> dict:
+    """The cache key of a data set's FID reference: data set, split, encoding and preprocessing,
+    plus ``num_images`` when only the split's first N images are the reference (the whole test
+    split keeps the key it always had, so existing caches stay valid)."""
+    if split not in REFERENCE_SPLITS:
+        raise ValueError(f"FID reference split must be one of {list(REFERENCE_SPLITS)}, got {split!r}")
+    key = {"dataset": data_info["dataset"], "split": split, "encoding": data_info["encoding"],
+           "preprocessing": data_info.get("preprocessing")}
+    if num_images is not None:
+        key["num_images"] = int(num_images)
+    return key
 
 
 def reference_stats_path(

@@ -429,3 +429,17 @@ def test_real_data(tmp_path, name, mean):
     ref = dm.test_images()
     assert ref.shape == (10000, 1, 28, 28) and torch.equal(ref, (test >= 128).float())
     assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in raw.iterdir()} == before
+
+
+def test_reference_images_of_the_training_split_are_its_first_images_decoded(mnist_root):
+    root, cache, data = mnist_root
+    dm = MNISTDataModule(root=str(root), cache_dir=str(cache), encoding="binary", batch_size=16, download=False)
+    dm.setup()
+    x = torch.from_numpy(data["train"]).unsqueeze(1)
+    assert torch.equal(dm.reference_images("train", 5), (x[:5] >= 128).float())
+    assert torch.equal(dm.reference_images("train"), (x >= 128).float())
+    assert torch.equal(dm.reference_images("test"), dm.test_images())
+    with pytest.raises(ValueError, match="no 'val' split"):
+        dm.reference_images("val")
+    with pytest.raises(ValueError, match="num_images must be >= 2"):
+        dm.reference_images("train", 1)

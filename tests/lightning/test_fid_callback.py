@@ -95,3 +95,28 @@ def test_callbacks_follow_the_modules_annealing_unless_told():
     assert not torch.equal(reference(0.2), reference(1.0))  # the annealing changes the draws
     assert torch.equal(grid(given, annealed), reference(1.0))
     assert torch.equal(grid(follows, plain), reference(1.0))
+
+
+def test_reference_split_is_checked_and_kept():
+    cb = FIDCallback(reference="train", reference_size=500)
+    assert (cb.reference, cb.reference_size) == ("train", 500)
+    with pytest.raises(ValueError, match="reference must be one of"):
+        FIDCallback(reference="validation")
+    with pytest.raises(ValueError, match="reference must be one of"):
+        FIDCallback(reference="train", reference_size=1)
+
+
+@pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
+def test_fid_against_the_training_images_differs_from_the_test_score(tmp_path):
+    root = make_tiny_mnist(tmp_path / "data")
+    scores = {}
+    for ref in ("test", "train"):
+        cb = FIDCallback(every_n_epochs=1, num_samples=16, num_steps=2, fid_weights=str(FID_WEIGHTS),
+                         dirpath=str(tmp_path / ref), batch_size=16, reference=ref)
+        dm = MNISTDataModule(root=str(root), batch_size=40, download=False)
+        t = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False, callbacks=[cb],
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+        torch.manual_seed(0)
+        t.fit(BoltzmannModule(QiDBM([784, 8, 4], [1])), dm)
+        scores[ref] = cb.history[0][1]
+    assert scores["train"] > 0 and scores["test"] > 0 and scores["train"] != scores["test"]
