@@ -242,9 +242,8 @@ def _sample_and_score(model, data_info: dict, dm, spec, a: argparse.Namespace, a
     t0 = time.time()
     n_pr = min(a.prc_samples, len(images)) if diagnostics and acc is not None else 0
     gen_features = None
-    split, n_ref = a.fid_reference, reference_size(a.fid_reference, a.fid_reference_size)
-    if n_ref is not None:
-        n_ref = min(n_ref, dm.split_pixels(split).shape[0])  # the key and the printout name the images used
+    split = a.fid_reference
+    n_ref = reference_size(split, a.fid_reference_size, dm.split_pixels(split).shape[0])
     if a.fid_backend == "pytorch-fid":
         key = data_reference_key(data_info, split, n_ref)
         mu_r, sigma_r = reference_stats(key, lambda: dm.reference_images(split, n_ref), accumulator=acc)

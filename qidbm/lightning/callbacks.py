@@ -193,7 +193,7 @@ class FIDCallback(L.Callback):
         return self._acc
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
-        """Draw samples and return their FID against the cached test-set statistics."""
+        """Draw samples and return their FID against the cached statistics of the reference split."""
         from qidbm.metrics import data_reference_key, frechet_distance, reference_size, reference_stats
 
         dm = trainer.datamodule
@@ -201,8 +201,8 @@ class FIDCallback(L.Callback):
             raise ValueError("FIDCallback needs a qidbm data module (with reference_images()) in the trainer")
         info = pl_module.data_info or dm.data_info()
         acc = self._accumulator(pl_module.device)
-        split, n = self.reference, reference_size(self.reference, self.reference_size)
-        n = None if n is None else min(n, dm.split_pixels(split).shape[0])
+        split = self.reference
+        n = reference_size(split, self.reference_size, dm.split_pixels(split).shape[0])
         mu_r, sigma_r = reference_stats(data_reference_key(info, split, n), lambda: dm.reference_images(split, n),
                                         accumulator=acc)
         x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal)

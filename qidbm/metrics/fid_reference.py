@@ -72,12 +72,12 @@ REFERENCE_SPLITS: tuple[str, ...] = ("test", "train", "val")
 TRAIN_REFERENCE_SIZE = 10000  # the training split as FID reference: as many images as the test set
 
 
-def reference_size(split: str, num_images: int | None = None) -> int | None:
+def reference_size(split: str, num_images: int | None, available: int) -> int | None:
     """How many of ``split``'s first images are the FID reference: ``num_images`` if given, else
-    all of test or val and the first :data:`TRAIN_REFERENCE_SIZE` of train (None: all)."""
-    if num_images is not None:
-        return int(num_images)
-    return TRAIN_REFERENCE_SIZE if split == "train" else None
+    all of test or val and the first :data:`TRAIN_REFERENCE_SIZE` of train; never more than the
+    ``available`` ones, so the cache key and the printout name the images used (None: all)."""
+    n = num_images if num_images is not None else (TRAIN_REFERENCE_SIZE if split == "train" else None)
+    return None if n is None else min(int(n), available)
 
 
 def data_reference_key(data_info: Mapping[str, Any], split: str = "test", num_images: int | None = None) -> dict:

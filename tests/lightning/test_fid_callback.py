@@ -120,3 +120,14 @@ def test_fid_against_the_training_images_differs_from_the_test_score(tmp_path):
         t.fit(BoltzmannModule(QiDBM([784, 8, 4], [1])), dm)
         scores[ref] = cb.history[0][1]
     assert scores["train"] > 0 and scores["test"] > 0 and scores["train"] != scores["test"]
+
+
+def test_reference_size_defaults_and_caps_at_the_split():
+    from qidbm.metrics import data_reference_key, reference_size
+
+    assert reference_size("train", None, 60000) == 10000 and reference_size("train", None, 240) == 240
+    assert reference_size("test", None, 10000) is None and reference_size("val", 500, 300) == 300
+    assert "num_images" not in data_reference_key({"dataset": "MNIST", "encoding": "binary"})  # old test caches stay valid
+    assert data_reference_key({"dataset": "MNIST", "encoding": "binary"}, "train", 10000)["num_images"] == 10000
+    with pytest.raises(ValueError, match="must be one of"):
+        data_reference_key({"dataset": "MNIST", "encoding": "binary"}, "validation")
