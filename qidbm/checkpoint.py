@@ -199,11 +199,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model, info
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_output: str | None = None) -> Path:
     """Write a slim copy of a ``qidbm fit`` checkpoint for sharing: the model's weights, the
     qidbm section (model class and config, data info) and the hyperparameters, without the
     optimizer state, persistent chains and loop state (not needed by ``qidbm sample`` or
-    ``qidbm evaluate``; the slim file cannot resume training). Written atomically."""
+    ``qidbm evaluate``; the slim file cannot resume training). Written atomically.
+
+    ``sample_output``: record this read-out as the copy's ``sample_output`` hyperparameter
+    (:class:`~qidbm.lightning.BoltzmannModule`), so that ``qidbm sample`` and ``qidbm evaluate``
+    use it by default; for a read-out chosen after training. Default: keep the checkpoint's."""
+    from qidbm.samplers.drawing import OUTPUTS
+
+    if sample_output is not None and sample_output not in OUTPUTS:
+        raise ValueError(f"sample_output must be one of {list(OUTPUTS)} (or None: keep the checkpoint's), "
+                         f"got {sample_output!r}")
     ckpt = read_checkpoint(src)
     info = dict(check_checkpoint(ckpt))
     info["chains_per_rank"] = [None]
@@ -211,7 +220,8 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     slim = {
         "state_dict": {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
         "qidbm": info,
-        "hyper_parameters": ckpt.get("hyper_parameters", {}),
+        "hyper_parameters": {**ckpt.get("hyper_parameters", {}),
+                             **({"sample_output": sample_output} if sample_output else {})},
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),

@@ -32,18 +32,23 @@ def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) 
 
 
 def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int, spec: SamplingSpec, seed: int,
-                      follow_training_anneal: bool = False) -> Tensor:
+                      follow_training_anneal: bool = False, follow_sample_output: bool = False) -> Tensor:
     """:func:`qidbm.samplers.drawing.draw` for a module in training: ``pl_module.model`` sampled with
     ``spec`` and a generator of its own (seeded by ``seed``), so that evaluation never perturbs the
     training chains' random stream; the module is put in eval mode meanwhile.
 
     ``follow_training_anneal``: a noise start anneals from the module's ``noise_anneal``, as its
-    training chains and ``qidbm sample`` do (``spec.anneal_from`` is then ignored)."""
+    training chains and ``qidbm sample`` do (``spec.anneal_from`` is then ignored).
+    ``follow_sample_output``: the samples are read out as the module's ``sample_output`` says, as
+    ``qidbm sample`` does, when it is set (``spec.output`` otherwise)."""
     from qidbm.samplers.drawing import draw
 
-    beta = float(getattr(pl_module, "hparams", {}).get("noise_anneal", 1.0))
+    hparams = getattr(pl_module, "hparams", {})
+    beta = float(hparams.get("noise_anneal", 1.0))
     if follow_training_anneal and spec.start == "noise" and beta != spec.anneal_from:
         spec = dataclasses.replace(spec, anneal_from=beta)
+    if follow_sample_output and hparams.get("sample_output"):
+        spec = dataclasses.replace(spec, output=hparams["sample_output"])
 
     data = None
     if spec.start != "noise":
@@ -67,7 +72,9 @@ class SampleGrid(L.Callback):
     training chains' random stream. ``noise_density``: the noise start's density range, and
     ``anneal_from``: the first sweep's inverse temperature of an annealed chain
     (:class:`~qidbm.samplers.drawing.SamplingSpec`); left at None, a noise start anneals as the
-    module's training chains do (its ``noise_anneal``), which is what ``qidbm sample`` draws.
+    module's training chains do (its ``noise_anneal``), which is what ``qidbm sample`` draws;
+    ``output`` left at None reads the samples out as the module's ``sample_output`` says (the
+    conditional mean ``"mean"`` if it is unset).
     """
 
     def __init__(
@@ -76,7 +83,7 @@ class SampleGrid(L.Callback):
         num_samples: int = 64,
         num_steps: int = 200,
         start: Literal["noise", "data", "local_mode"] = "noise",
-        output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] = "mean",
+        output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] | None = None,
         quantum_step: Literal["paper", "exact"] = "paper",
         dirpath: str | None = None,
         seed: int = 0,
@@ -85,9 +92,10 @@ class SampleGrid(L.Callback):
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
-        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
+        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output or "mean", quantum_step=quantum_step,
                                  noise_density=noise_density, anneal_from=1.0 if anneal_from is None else anneal_from)
         self.follow_training_anneal = anneal_from is None
+        self.follow_sample_output = output is None
         self.dirpath = dirpath
         self.seed = seed
         self.last_path: Path | None = None
@@ -104,7 +112,8 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def make_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
-        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal)
+        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal,
+                              self.follow_sample_output)
         images = visible_to_images(x, getattr(pl_module, "data_info", None))
         d = self._dir(trainer)
         save_grid(images, d / f"epoch={trainer.current_epoch:03d}.png")
@@ -119,8 +128,8 @@ class FIDCallback(L.Callback):
     """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (docs/maths.md, 'FID protocol').
 
     Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
-    ``output``, ``quantum_step``, ``noise_density``, ``anneal_from``: None follows the module's
-    ``noise_anneal``, as :class:`SampleGrid`) and compared with the data module's test images
+    ``output``: None follows the module's ``sample_output``, else ``"mean"``; ``quantum_step``,
+    ``noise_density``, ``anneal_from``: None follows the module's ``noise_anneal``, as :class:`SampleGrid`) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
     disk keyed by dataset, split and encoding. ``reference="train"`` (its first 10,000 images
     unless ``reference_size``) or ``"val"`` (the held-out images) compares with those instead, so
@@ -139,7 +148,7 @@ class FIDCallback(L.Callback):
         num_samples: int = 1000,
         num_steps: int = 1000,
         start: Literal["noise", "data", "local_mode"] = "noise",
-        output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] = "mean",
+        output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] | None = None,
         quantum_step: Literal["paper", "exact"] = "paper",
         batch_size: int = 1000,
         fid_weights: str | None = None,
@@ -162,10 +171,11 @@ class FIDCallback(L.Callback):
         self.reference, self.reference_size = reference, reference_size
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
-        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output, quantum_step=quantum_step,
+        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output or "mean", quantum_step=quantum_step,
                                  batch_size=batch_size, noise_density=noise_density,
                                  anneal_from=1.0 if anneal_from is None else anneal_from)
         self.follow_training_anneal = anneal_from is None
+        self.follow_sample_output = output is None
         self.fid_weights = fid_weights
         self.fid_batch_size = fid_batch_size
         self.dirpath = dirpath
@@ -205,7 +215,8 @@ class FIDCallback(L.Callback):
         n = reference_size(split, self.reference_size, dm.split_pixels(split).shape[0])
         mu_r, sigma_r = reference_stats(data_reference_key(info, split, n), lambda: dm.reference_images(split, n),
                                         accumulator=acc)
-        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal)
+        x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal,
+                              self.follow_sample_output)
         images = visible_to_images(x, info)
         if not torch.isfinite(images).all():
             return float("nan")

@@ -101,6 +101,12 @@ class BoltzmannModule(L.LightningModule):
             first of the ``cd_steps`` sweeps; the sweeps' temperatures fall geometrically to 1 at the
             last (:func:`qidbm.samplers.tempering.annealing_betas`), so the chains from noise are
             simulated annealing and ``qidbm sample`` draws the same way. Default 1: no annealing.
+        sample_output: how this machine's samples are read out by ``qidbm sample``, ``qidbm evaluate``
+            and the sample-grid and FID callbacks left at their default (any
+            :class:`~qidbm.samplers.drawing.SamplingSpec` output, e.g. ``"local_mode"``: the visible
+            part of the local mode reached from the chains' last state). It changes nothing in
+            training. Default None: the visible state for binary units, the conditional mean for
+            Gaussian ones.
         chain_seed: seed of this module's sampling generator (default: torch's initial seed); rank r
             of a DDP job uses ``seed + r`` so chains differ across ranks.
         persistent_update: how PCD advances its chains each step. ``"sweep"``: ``cd_steps`` full
@@ -141,6 +147,7 @@ class BoltzmannModule(L.LightningModule):
         noise_density: list[float] | None = None,
         visible_variance_scale: float = 1.0,
         noise_anneal: float = 1.0,
+        sample_output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -198,6 +205,11 @@ class BoltzmannModule(L.LightningModule):
             if negative_start != "noise":
                 raise ValueError("noise_anneal anneals the noise-started negative chains: use negative_start 'noise' "
                                  "(or leave noise_anneal at 1)")
+        if sample_output is not None:
+            from qidbm.samplers.drawing import OUTPUTS
+
+            if sample_output not in OUTPUTS:
+                raise ValueError(f"sample_output must be one of {list(OUTPUTS)} (or unset), got {sample_output!r}")
         self.data_info: dict | None = None
         self._chains: State | None = None
         self._hot_chains: list[State] | None = None  # the persistent chains above temperature 1

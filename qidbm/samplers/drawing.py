@@ -113,24 +113,26 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
     ``"noise_and_persistent"``, ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way,
     noise then k sweeps, and returned as the visible state itself for binary units (the machine's
     own binary images, compared with binarised data) or as the conditional mean for Gaussian units
-    (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same); a
-    ``noise_density`` of training is the noise's too. One trained by
+    (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same), unless the
+    module's ``sample_output`` names another read-out; a ``noise_density`` of training is the noise's too. One trained by
     Taniguchi et al.'s estimator (``negative_start="local_mode"``) is sampled their way (noise,
     local search, visible mode). Persistent and data-started chains give no such protocol (None:
-    use the global defaults).
+    use the global defaults; the global defaults with its read-out if ``sample_output`` is set).
     """
     hp = hparams or {}
+    readout = hp.get("sample_output")
     start, step = hp.get("negative_start"), hp.get("quantum_step", "paper")
     precision = hp.get("matmul_precision", "float32")
     if start in ("noise", "noise_and_persistent"):
         return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise",
-                            output="mean" if gaussian_visible else "sample", quantum_step=step,
+                            output=readout or ("mean" if gaussian_visible else "sample"),
+                            quantum_step=step,
                             visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision,
                             noise_density=hp.get("noise_density"), anneal_from=float(hp.get("noise_anneal", 1.0)))
     if start == "local_mode":
-        return SamplingSpec(num_steps=0, start="noise", output="local_search", quantum_step=step,
+        return SamplingSpec(num_steps=0, start="noise", output=readout or "local_search", quantum_step=step,
                             matmul_precision=precision)
-    return None
+    return SamplingSpec(output=readout) if readout else None
 
 
 def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None,

@@ -97,6 +97,37 @@ def test_callbacks_follow_the_modules_annealing_unless_told():
     assert torch.equal(grid(follows, plain), reference(1.0))
 
 
+def test_callbacks_read_samples_out_as_the_module_says_unless_told():
+    import dataclasses
+
+    from qidbm.lightning import SampleGrid
+    from qidbm.lightning.callbacks import draw_eval_samples
+    from qidbm.models import GRBM
+    from qidbm.samplers.drawing import draw
+
+    torch.manual_seed(0)
+    model = GRBM(12, 6, weight_std=1.0)
+    local = BoltzmannModule(model, negative_start="noise", cd_steps=5, sample_output="local_mode")
+    plain = BoltzmannModule(model, negative_start="noise", cd_steps=5)
+
+    def reference(output):
+        spec = dataclasses.replace(SampleGrid(num_steps=5).spec, output=output)
+        return draw(model, 50, spec, generator=torch.Generator().manual_seed(3))[0]
+
+    def grid(cb, module):
+        return draw_eval_samples(None, module, 50, cb.spec, 3, cb.follow_training_anneal, cb.follow_sample_output)
+
+    follows, given = SampleGrid(num_steps=5), SampleGrid(num_steps=5, output="mean")
+    assert follows.follow_sample_output and not given.follow_sample_output
+    assert FIDCallback().follow_sample_output and not FIDCallback(output="sample").follow_sample_output
+    assert not torch.equal(reference("local_mode"), reference("mean"))  # the read-out changes the images
+    assert torch.equal(grid(follows, local), reference("local_mode"))
+    assert torch.equal(grid(given, local), reference("mean"))
+    assert torch.equal(grid(follows, plain), reference("mean"))
+    with pytest.raises(ValueError, match="sample_output must be one of"):
+        BoltzmannModule(model, negative_start="noise", sample_output="mode")
+
+
 def test_reference_split_is_checked_and_kept():
     cb = FIDCallback(reference="train", reference_size=500)
     assert (cb.reference, cb.reference_size) == ("train", 500)

@@ -214,6 +214,26 @@ def test_exported_checkpoint_samples_without_data(tmp_path):
         assert torch.equal(a, b)
     x, _ = draw(m2, 5, SamplingSpec(num_steps=3), generator=torch.Generator().manual_seed(0))
     assert x.shape == (5, 4)
+    assert torch.load(slim, weights_only=True)["hyper_parameters"]["sample_output"] is None
+
+
+def test_export_records_a_read_out_chosen_after_training(tmp_path):
+    import argparse
+
+    from qidbm import load_checkpoint
+    from qidbm.checkpoint import export_checkpoint
+    from qidbm.samplers.arguments import add_sampling_arguments, spec_from_arguments
+
+    _, last = _fit_with_checkpoints(tmp_path, 1, name="x")
+    slim = export_checkpoint(last, tmp_path / "slim.ckpt", sample_output="mean_field")
+    _, info = load_checkpoint(slim)
+    p = argparse.ArgumentParser()
+    add_sampling_arguments(p)
+    assert spec_from_arguments(p.parse_args([]), info["hyper_parameters"]).output == "mean_field"
+    assert spec_from_arguments(p.parse_args(["--output", "sample"]), info["hyper_parameters"]).output == "sample"
+    with pytest.raises(ValueError, match="sample_output must be one of"):
+        export_checkpoint(last, tmp_path / "bad.ckpt", sample_output="mode")
+    assert not (tmp_path / "bad.ckpt").exists()
 
 
 @pytest.mark.parametrize("kind,gamma", [("dbm", 0.0), ("qidbm", 2.0), ("qrbm", 3.0)])

@@ -17,6 +17,16 @@ def test_noise_started_training_is_sampled_the_same_way():
     assert trained_sampling(None) is None
 
 
+def test_sample_output_names_the_read_out_of_any_protocol():
+    noise = {"negative_start": "noise", "cd_steps": 20, "sample_output": "local_mode"}
+    assert trained_sampling(noise, gaussian_visible=True).output == "local_mode"
+    assert trained_sampling(noise).output == "local_mode"
+    assert trained_sampling({**noise, "negative_start": "local_mode"}).output == "local_mode"
+    spec = trained_sampling({"negative_start": "persistent", "cd_steps": 5, "sample_output": "mean_field"})
+    assert spec == SamplingSpec(output="mean_field")  # the global defaults, read out as asked
+    assert trained_sampling({**noise, "sample_output": None}, gaussian_visible=True).output == "mean"
+
+
 def test_local_search_output_is_a_visible_local_mode():
     for m in (DBM([6, 4, 3]), QiDBM([6, 4, 3], [1])):
         g = torch.Generator().manual_seed(0)
