@@ -208,11 +208,9 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_out
     ``sample_output``: record this read-out as the copy's ``sample_output`` hyperparameter
     (:class:`~qidbm.lightning.BoltzmannModule`), so that ``qidbm sample`` and ``qidbm evaluate``
     use it by default; for a read-out chosen after training. Default: keep the checkpoint's."""
-    from qidbm.samplers.drawing import OUTPUTS
+    from qidbm.samplers.drawing import check_sample_output
 
-    if sample_output is not None and sample_output not in OUTPUTS:
-        raise ValueError(f"sample_output must be one of {list(OUTPUTS)} (or None: keep the checkpoint's), "
-                         f"got {sample_output!r}")
+    check_sample_output(sample_output)
     ckpt = read_checkpoint(src)
     info = dict(check_checkpoint(ckpt))
     info["chains_per_rank"] = [None]

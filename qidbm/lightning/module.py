@@ -30,6 +30,7 @@ from qidbm import fused
 from qidbm.precision import MATMUL_PRECISIONS, matmul_precision
 from qidbm.quantum import qubit_draw_prob
 from qidbm.samplers.chain import ChainStats, bernoulli
+from qidbm.samplers.drawing import Output, check_sample_output
 from qidbm.samplers.kernels import PaperStep, make_kernel
 
 NegativeStart = Literal["data", "persistent", "local_mode", "data_local_mode", "noise", "noise_and_persistent"]
@@ -147,7 +148,7 @@ class BoltzmannModule(L.LightningModule):
         noise_density: list[float] | None = None,
         visible_variance_scale: float = 1.0,
         noise_anneal: float = 1.0,
-        sample_output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] | None = None,
+        sample_output: Output | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -205,11 +206,7 @@ class BoltzmannModule(L.LightningModule):
             if negative_start != "noise":
                 raise ValueError("noise_anneal anneals the noise-started negative chains: use negative_start 'noise' "
                                  "(or leave noise_anneal at 1)")
-        if sample_output is not None:
-            from qidbm.samplers.drawing import OUTPUTS
-
-            if sample_output not in OUTPUTS:
-                raise ValueError(f"sample_output must be one of {list(OUTPUTS)} (or unset), got {sample_output!r}")
+        check_sample_output(sample_output)
         self.data_info: dict | None = None
         self._chains: State | None = None
         self._hot_chains: list[State] | None = None  # the persistent chains above temperature 1

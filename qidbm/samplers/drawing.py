@@ -43,6 +43,12 @@ Output = Literal["sample", "mean", "mean_field", "local_mode", "local_search"]
 OUTPUTS: tuple[str, ...] = ("sample", "mean", "mean_field", "local_mode", "local_search")
 
 
+def check_sample_output(sample_output: str | None) -> None:
+    """Raise a clear error unless ``sample_output`` (a machine's read-out) is None or one of :data:`OUTPUTS`."""
+    if sample_output is not None and sample_output not in OUTPUTS:
+        raise ValueError(f"sample_output must be one of {list(OUTPUTS)} (or unset), got {sample_output!r}")
+
+
 @dataclass
 class SamplingSpec:
     """Evaluation sampling options (see the module docstring)."""
