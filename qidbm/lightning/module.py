@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from qidbm.checkpoint import check_checkpoint, checkpoint_section
+from qidbm.lightning.lr_schedule import check_cooldown, lr_factor
 from qidbm.models import BoltzmannMachine
 from qidbm.models.base import State
 from qidbm import fused
@@ -76,6 +77,10 @@ class BoltzmannModule(L.LightningModule):
             (GRBM/QGRBM: the hidden layer only, the visible offset stays 0).
         lr_decay: with the default optimizer, ``lr_t = lr / sqrt(1 + lr_decay * t)`` per optimizer step
             (Taniguchi et al. use 1e-3); 0 keeps the rate constant.
+        lr_cooldown_steps: with the default optimizer, the last ``N`` updates of the run
+            (``trainer.max_steps``, which must be set) lower the rate linearly towards 0:
+            ``lr_t = lr * min(1, (max_steps - t) / N)`` (times the ``lr_decay`` factor;
+            :mod:`qidbm.lightning.lr_schedule`). 0 (default): no cool-down.
         matmul_precision: ``"float32"`` or ``"bfloat16"``: every matrix product of a training step,
             the chains' and the loss's forward and backward (:mod:`qidbm.precision`; several times
             faster on CPUs with AVX512_BF16 and on GPUs); parameters, optimizer and elementwise
@@ -141,6 +146,7 @@ class BoltzmannModule(L.LightningModule):
         centering: bool = False,
         centering_rate: float = 0.01,
         lr_decay: float = 0.0,
+        lr_cooldown_steps: int = 0,
         matmul_precision: Literal["float32", "bfloat16"] = "float32",
         fused_kernels: bool = False,
         persistent_betas: list[float] | None = None,
@@ -225,6 +231,8 @@ class BoltzmannModule(L.LightningModule):
             raise TypeError(f"fused_kernels must be true or false, got {fused_kernels!r}")
         if lr_decay < 0:
             raise ValueError(f"lr_decay must be >= 0 (0: constant learning rate), got {lr_decay}")
+        if isinstance(lr_cooldown_steps, bool) or not isinstance(lr_cooldown_steps, int) or lr_cooldown_steps < 0:
+            raise ValueError(f"lr_cooldown_steps must be an integer >= 0 (0: no cool-down), got {lr_cooldown_steps!r}")
         if not 0 < centering_rate <= 1:
             raise ValueError(f"centering_rate must be in (0, 1], got {centering_rate}")
         # centering offsets (qidbm.lightning.centering), one per layer; set at the start of a fit
@@ -284,6 +292,11 @@ class BoltzmannModule(L.LightningModule):
 
         # the optimizers as configured (before a checkpoint's optimizer state is restored onto them)
         self._optimizer_settings = optimizer_settings(self.trainer.optimizers) if self._trainer is not None else None
+        if "configure_optimizers" in self.__dict__ and (self.hparams.get("lr_decay") or self.hparams.get("lr_cooldown_steps")):
+            raise ValueError(
+                "lr_decay and lr_cooldown_steps schedule the module's own SGD, which an optimizer: section (--optimizer) "
+                "replaces: drop them, or give the schedule as an lr_scheduler: section (--lr_scheduler)"
+            )
         self._first_batch_checked = False
         seed = self.hparams.chain_seed if self.hparams.chain_seed is not None else torch.initial_seed()
         self._generator = torch.Generator(device=self.device)
@@ -533,10 +546,16 @@ class BoltzmannModule(L.LightningModule):
             self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum, weight_decay=self.hparams.weight_decay
         )
         decay = float(self.hparams.get("lr_decay", 0.0))
-        if decay == 0.0:
+        cooldown = int(self.hparams.get("lr_cooldown_steps", 0))
+        if decay == 0.0 and cooldown == 0:
             return opt
-        # lr_t = lr / sqrt(1 + decay * t), t the optimizer step (Taniguchi et al.'s schedule, decay 1e-3)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (1.0 + decay * t) ** -0.5)
+        max_steps = self.trainer.max_steps if self._trainer is not None else None
+        check_cooldown(cooldown, max_steps)
+        # the factor of the next update, from the trainer's update count (a resume from a checkpoint
+        # saved without this schedule then continues at the right point; the lambda's own count restarts)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda _: lr_factor(self.global_step, decay=decay, cooldown_steps=cooldown, max_steps=max_steps)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
