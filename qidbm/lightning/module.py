@@ -16,6 +16,7 @@ DDP work unchanged.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Literal
 
@@ -321,7 +322,9 @@ class BoltzmannModule(L.LightningModule):
         if resume is not None:
             from qidbm.lightning.resume_checks import apply_changed_settings_on_resume
 
-            apply_changed_settings_on_resume(self.trainer, resume, dict(self.hparams), self._optimizer_settings)
+            defaults = {k: p.default for k, p in inspect.signature(type(self).__init__).parameters.items()
+                        if p.default is not inspect.Parameter.empty}
+            apply_changed_settings_on_resume(self.trainer, resume, dict(self.hparams), self._optimizer_settings, defaults)
 
     @property
     def generator(self) -> torch.Generator | None:

@@ -103,7 +103,7 @@ _RESUME_NOTES = {
 
 
 def apply_changed_settings_on_resume(trainer: L.Trainer, resume: dict, hparams: dict,
-                                     configured: list | None) -> list[str]:
+                                     configured: list | None, defaults: dict | None = None) -> list[str]:
     """After Lightning restored a checkpoint's optimizer state: apply the settings this run changed.
 
     ``torch.optim.Optimizer.load_state_dict`` restores the checkpoint's learning rate (and momentum,
@@ -112,7 +112,9 @@ def apply_changed_settings_on_resume(trainer: L.Trainer, resume: dict, hparams: 
     checkpoint's configuration (``optimizer_settings``, recorded at the start of its fit) and this run's
     is set to this run's value; a learning rate that a scheduler or ``FaultGuard`` had already scaled
     keeps that factor (and a scheduler's ``base_lrs`` follow). Other module settings (``cd_steps``, ...)
-    are read every step and apply anyway. A warning lists every change. Returns the listed changes.
+    are read every step and apply anyway. A setting the checkpoint predates (absent from its
+    hyperparameters) is listed when this run sets it away from its ``defaults`` value. A warning lists
+    every change. Returns the listed changes.
     """
     lines: list[str] = []
     saved = resume.get("optimizer_settings")
@@ -151,6 +153,10 @@ def apply_changed_settings_on_resume(trainer: L.Trainer, resume: dict, hparams: 
         if k.startswith("_") or k in ("lr", "momentum", "weight_decay") or _plain(old_hp[k]) == _plain(hparams[k]):
             continue  # the optimizer's settings are compared above (the CLI's optimizer: section sets them there)
         lines.append(f"{k} {old_hp[k]!r} -> {hparams[k]!r} ({_RESUME_NOTES.get(k, 'applied')})")
+    for k in sorted(set(hparams) - set(old_hp)) if old_hp and defaults else []:
+        if not k.startswith("_") and k in defaults and _plain(hparams[k]) != _plain(defaults[k]):
+            lines.append(f"{k} (not in the checkpoint, which predates it; default {defaults[k]!r}) -> {hparams[k]!r} "
+                         f"({_RESUME_NOTES.get(k, 'applied')})")
     if lines:
         from lightning.pytorch.utilities import rank_zero_warn
 

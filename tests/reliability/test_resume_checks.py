@@ -142,3 +142,20 @@ def test_changed_learning_rate_keeps_a_schedulers_factor():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0005) and sched.base_lrs == [0.001]
     sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.00025)  # the schedule goes on from there
+
+
+def test_a_setting_newer_than_the_checkpoint_is_reported_when_set():
+    """A checkpoint written before an option existed has no value for it: the resume lists the option
+    when this run sets it away from its default, and stays quiet when it does not."""
+    from types import SimpleNamespace
+
+    from qidbm.lightning.resume_checks import apply_changed_settings_on_resume
+
+    trainer = SimpleNamespace(optimizers=[], lr_scheduler_configs=[])
+    resume = {"hyper_parameters": {"cd_steps": 20}, "global_step": 34383}
+    defaults = {"cd_steps": 1, "lr_cooldown_steps": 0, "noise_anneal": 1.0}
+    with pytest.warns(UserWarning, match=r"lr_cooldown_steps \(not in the checkpoint, which predates it; default 0\) -> 12000"):
+        lines = apply_changed_settings_on_resume(
+            trainer, resume, {"cd_steps": 20, "lr_cooldown_steps": 12000, "noise_anneal": 1.0}, None, defaults)
+    assert len(lines) == 1  # noise_anneal at its default is not a change
+    assert apply_changed_settings_on_resume(trainer, resume, {"cd_steps": 20, "lr_cooldown_steps": 0}, None, defaults) == []
