@@ -18,10 +18,9 @@ def lr_factor(step: int, *, decay: float = 0.0, cooldown_steps: int = 0, max_ste
     the second factor is 1 when ``N = 0``. The rate is constant up to update ``T - N`` and falls
     linearly from there: the last update, ``t = T - 1``, runs at ``lr / N``.
     """
+    check_cooldown(cooldown_steps, max_steps)
     f = (1.0 + decay * step) ** -0.5 if decay else 1.0
     if cooldown_steps:
-        if max_steps is None or max_steps <= 0:
-            raise ValueError("lr_cooldown_steps counts back from the end of the run: set trainer.max_steps")
         f *= min(1.0, max(0.0, (max_steps - step) / cooldown_steps))
     return f
 

@@ -28,6 +28,8 @@ def test_a_cooldown_the_trainer_cannot_run_is_an_error(cooldown, max_steps, matc
     with pytest.raises(ValueError, match=match):
         check_cooldown(cooldown, max_steps)
     check_cooldown(0, None)  # no cool-down needs no length
+    with pytest.raises(ValueError, match=match):
+        lr_factor(0, cooldown_steps=cooldown, max_steps=max_steps)
 
 
 class _RecordLR(L.Callback):
@@ -75,7 +77,7 @@ def test_cooldown_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match="lr_cooldown_steps must be an integer"):
         BoltzmannModule(RBM(4, 3), lr_cooldown_steps=2.5)
     with pytest.raises(ValueError, match="set trainer.max_steps"):
-        _fit(tmp_path, -1, cooldown=6, **{})
+        _fit(tmp_path, -1, cooldown=6)
 
 
 def test_a_schedule_of_the_default_sgd_with_another_optimizer_is_an_error(tmp_path):
