@@ -179,7 +179,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Returns ``(model, info)`` where ``info`` holds ``model_class``, ``model_config``,
     ``data_info`` (dataset, encoding, normalisation: what :func:`qidbm.data.decode` needs to
-    turn samples into pixels) and the training hyperparameters. The model is in eval mode.
+    turn samples into pixels) and the training hyperparameters (in the current form:
+    :func:`qidbm.legacy.upgrade_hparams`). The model is in eval mode.
     """
     p = Path(path)
     ckpt = read_checkpoint(p, map_location=map_location)
@@ -192,7 +193,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {p} does not match {info['model_class']}: missing {missing}, unexpected {unexpected}")
-    info["hyper_parameters"] = ckpt.get("hyper_parameters", {})
+    from qidbm.legacy import upgrade_hparams
+
+    info["hyper_parameters"] = upgrade_hparams(ckpt.get("hyper_parameters", {}))  # flat options of qidbm 0.1
     info["epoch"] = ckpt.get("epoch")
     info["global_step"] = ckpt.get("global_step")
     model.eval()

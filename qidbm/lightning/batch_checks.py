@@ -45,3 +45,20 @@ def validate_batch_for_model(x: Tensor, model, data_info: dict | None = None, na
                      else "normalised or continuous data: binary units take values in [0, 1]; use encoding='binary' "
                           "or a model with Gaussian visibles (GRBM/QGRBM) with encoding='continuous'")
             raise ValueError(f"{name} has values in [{lo:g}, {hi:g}] for a model with binary visible units ({cause})")
+
+
+def check_data_matches_model(data_info: dict, model) -> None:
+    """A data module's ``data_info`` against the model: the number of visible units and the kind of
+    visible units the encoding needs (``ValueError`` saying what to change)."""
+    n_vis = data_info.get("n_visible")
+    if n_vis is not None and n_vis != model.n_visible:
+        raise ValueError(
+            f"the data has {n_vis} visible units ({data_info.get('dataset')}, encoding "
+            f"{data_info.get('encoding')!r}) but the model has n_visible={model.n_visible}; "
+            "set the model's first layer size to match the data's encoding"
+        )
+    enc = data_info.get("encoding")
+    if enc == "continuous" and not model.gaussian_visible:
+        raise ValueError("continuous data needs Gaussian visible units: use GRBM or QGRBM, or encoding=binary")
+    if enc in ("binary", "bitplanes") and model.gaussian_visible:
+        raise ValueError(f"{enc} data needs binary visible units: use encoding=continuous for GRBM/QGRBM")

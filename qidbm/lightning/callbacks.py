@@ -37,18 +37,20 @@ def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int
     ``spec`` and a generator of its own (seeded by ``seed``), so that evaluation never perturbs the
     training chains' random stream; the module is put in eval mode meanwhile.
 
-    ``follow_training_anneal``: a noise start anneals from the module's ``noise_anneal``, as its
-    training chains and ``qidbm sample`` do (``spec.anneal_from`` is then ignored).
+    ``follow_training_anneal``: a noise start anneals as the module's noise-started training chains
+    do (``FromNoise(anneal_from=...)``), as ``qidbm sample`` does (``spec.anneal_from`` is then ignored).
     ``follow_sample_output``: the samples are read out as the module's ``sample_output`` says, as
     ``qidbm sample`` does, when it is set (``spec.output`` otherwise)."""
     from qidbm.samplers.drawing import draw
 
-    hparams = getattr(pl_module, "hparams", {})
-    beta = float(hparams.get("noise_anneal", 1.0))
-    if follow_training_anneal and spec.start == "noise" and beta != spec.anneal_from:
-        spec = dataclasses.replace(spec, anneal_from=beta)
-    if follow_sample_output and hparams.get("sample_output"):
-        spec = dataclasses.replace(spec, output=hparams["sample_output"])
+    trained = pl_module.sampling() if hasattr(pl_module, "sampling") else None
+    if follow_training_anneal and spec.start == "noise":
+        beta = trained.anneal_from if trained is not None and trained.start == "noise" else 1.0
+        if beta != spec.anneal_from:
+            spec = dataclasses.replace(spec, anneal_from=beta)
+    readout = getattr(pl_module, "hparams", {}).get("sample_output")
+    if follow_sample_output and readout:
+        spec = dataclasses.replace(spec, output=readout)
 
     data = None
     if spec.start != "noise":
@@ -72,7 +74,7 @@ class SampleGrid(L.Callback):
     training chains' random stream. ``noise_density``: the noise start's density range, and
     ``anneal_from``: the first sweep's inverse temperature of an annealed chain
     (:class:`~qidbm.samplers.drawing.SamplingSpec`); left at None, a noise start anneals as the
-    module's training chains do (its ``noise_anneal``), which is what ``qidbm sample`` draws;
+    module's noise-started training chains do (``FromNoise(anneal_from=...)``), which is what ``qidbm sample`` draws;
     ``output`` left at None reads the samples out as the module's ``sample_output`` says (the
     conditional mean ``"mean"`` if it is unset).
     """
@@ -129,7 +131,7 @@ class FIDCallback(L.Callback):
 
     Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
     ``output``: None follows the module's ``sample_output``, else ``"mean"``; ``quantum_step``,
-    ``noise_density``, ``anneal_from``: None follows the module's ``noise_anneal``, as :class:`SampleGrid`) and compared with the data module's test images
+    ``noise_density``, ``anneal_from``: None follows the module's training chains, as :class:`SampleGrid`) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
     disk keyed by dataset, split and encoding. ``reference="train"`` (its first 10,000 images
     unless ``reference_size``) or ``"val"`` (the held-out images) compares with those instead, so

@@ -90,3 +90,66 @@ def update_offsets(offsets: list[Tensor], batch_means: list[Tensor | None], rate
     for mu, m in zip(offsets, batch_means):
         if m is not None:
             mu.lerp_(m.to(mu.dtype), rate)
+
+
+class Centering:
+    """Centered training (module docstring) as an object the training module composes: it keeps the
+    offsets, records each step's positive-phase layer means and turns the plain gradients into the
+    centered update before the optimizer step.
+
+    ``rate``: the offsets follow the positive phase's layer means, ``mu <- (1 - rate) mu + rate mean``.
+    The offsets are saved in checkpoints (``centering_offsets`` of the qidbm section).
+    """
+
+    def __init__(self, rate: float = 0.01) -> None:
+        if not 0 < rate <= 1:
+            raise ValueError(f"Centering: rate must be in (0, 1], got {rate}")
+        self.rate = rate
+        self.offsets: list[Tensor] | None = None
+        self._means: list[Tensor] | None = None
+
+    def __repr__(self) -> str:
+        return f"Centering(rate={self.rate})"
+
+    def start(self, model: BoltzmannMachine) -> None:
+        """At the start of a fit: offsets from the data mean (after the visible biases were set from
+        the data) unless restored from a checkpoint; on the model's device."""
+        if self.offsets is None:
+            self.offsets = initial_offsets(model, torch.sigmoid(model.layer_bias(0).detach()))
+        ref = model.layer_bias(0)
+        self.offsets = [o.to(ref.device, ref.dtype) for o in self.offsets]
+
+    @torch.no_grad()
+    def record(self, model: BoltzmannMachine, positive: list, fields: dict, num_positive: int) -> None:
+        """Per-layer means of the positive phase (summed layers: their conditional means from the loss's
+        ``fields``), averaged over DDP ranks so every rank transforms the reduced gradient alike."""
+        from qidbm.quantum import qubit_draw_prob
+
+        means = []
+        for l in range(model.num_layers):
+            if l in fields:
+                phi, gam = fields[l]
+                phi = phi[:num_positive]
+                if gam is None:
+                    p = torch.sigmoid(phi)
+                else:
+                    p = qubit_draw_prob(*torch.broadcast_tensors(phi, gam[:num_positive] if gam.dim() > 1 else gam))
+                means.append(p.mean(0))
+            elif l == 0 and model.gaussian_visible:
+                means.append(torch.zeros_like(positive[0][0]))  # the visible offset of Gaussian units stays 0
+            else:
+                means.append(positive[l].mean(0))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flat = torch.cat(means)
+            torch.distributed.all_reduce(flat)
+            means = list((flat / torch.distributed.get_world_size()).split([m.numel() for m in means]))
+        self._means = means
+
+    def transform(self, model: BoltzmannMachine) -> None:
+        """Before the optimizer step: the centered gradients, then the offsets follow the recorded means."""
+        if self.offsets is None:
+            return
+        centered_gradients(model, self.offsets)
+        if self._means is not None:
+            update_offsets(self.offsets, self._means, self.rate)
+            self._means = None

@@ -1,14 +1,14 @@
 """The default optimizer's learning-rate schedule: a factor on ``lr`` per update (pure functions).
 
-Two factors multiply: the inverse square root of Taniguchi et al. (``lr_decay``) and a linear cool-down
-over the last updates of the run (``lr_cooldown_steps``, the "decay" phase of a warmup-stable-decay
+Two factors multiply: the inverse square root of Taniguchi et al. (``LRSchedule.decay``) and a linear cool-down
+over the last updates of the run (``LRSchedule.cooldown_steps``, the "decay" phase of a warmup-stable-decay
 schedule). Both read the update count from the trainer (``global_step``), not from the scheduler's own
 counter, so a run resumed from a checkpoint that had no schedule continues where it is.
 """
 
 from __future__ import annotations
 
-__all__ = ["check_cooldown", "lr_factor"]
+__all__ = ["LRSchedule", "check_cooldown", "lr_factor"]
 
 
 def lr_factor(step: int, *, decay: float = 0.0, cooldown_steps: int = 0, max_steps: int | None = None) -> float:
@@ -31,12 +31,40 @@ def check_cooldown(cooldown_steps: int, max_steps: int | None) -> None:
         return
     if max_steps is None or max_steps <= 0:
         raise ValueError(
-            f"lr_cooldown_steps={cooldown_steps} lowers the rate over the last updates of the run, so the run "
+            f"a cool-down over {cooldown_steps} updates (LRSchedule cooldown_steps) lowers the rate over the last updates of the run, so the run "
             "needs a length in updates: set trainer.max_steps (e.g. --trainer.max_steps 88000), or "
-            "lr_cooldown_steps 0 for a constant rate"
+            "cooldown_steps 0 for a constant rate"
         )
     if cooldown_steps > max_steps:
         raise ValueError(
-            f"lr_cooldown_steps={cooldown_steps} is longer than the run (trainer.max_steps={max_steps}); "
+            f"the cool-down (cooldown_steps={cooldown_steps}) is longer than the run (trainer.max_steps={max_steps}); "
             "choose at most max_steps"
         )
+
+
+class LRSchedule:
+    """The factor :func:`lr_factor` as a Lightning scheduler of the module's optimizer: an inverse square
+    root decay (``decay``, Taniguchi et al. use 1e-3) and a linear cool-down over the last
+    ``cooldown_steps`` updates of ``trainer.max_steps`` (which must then be set)."""
+
+    def __init__(self, decay: float = 0.0, cooldown_steps: int = 0) -> None:
+        if not decay >= 0:
+            raise ValueError(f"LRSchedule: decay must be >= 0 (0: no decay), got {decay}")
+        if isinstance(cooldown_steps, bool) or not isinstance(cooldown_steps, int) or cooldown_steps < 0:
+            raise ValueError(f"LRSchedule: cooldown_steps must be an integer >= 0 (0: no cool-down), got {cooldown_steps!r}")
+        self.decay, self.cooldown_steps = float(decay), cooldown_steps
+
+    def __repr__(self) -> str:
+        return f"LRSchedule(decay={self.decay}, cooldown_steps={self.cooldown_steps})"
+
+    def scheduler(self, optimizer, updates_done, max_steps: int | None) -> dict:
+        """The ``lr_scheduler`` entry of ``configure_optimizers``, stepped every update. ``updates_done()``
+        returns the trainer's update count (``global_step``), not the scheduler's own, so a resume from a
+        checkpoint saved without this schedule continues at the right point."""
+        import torch
+
+        check_cooldown(self.cooldown_steps, max_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda _: lr_factor(updates_done(), decay=self.decay, cooldown_steps=self.cooldown_steps,
+                                           max_steps=max_steps))
+        return {"scheduler": sched, "interval": "step"}

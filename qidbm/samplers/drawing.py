@@ -27,7 +27,7 @@ every number (docs/maths.md, 'FID protocol'):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -115,30 +115,32 @@ class SamplingSpec:
 def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec | None:
     """The sampling a machine was trained to produce, from its training hyperparameters, or None.
 
-    A machine trained with negative chains that start from noise (``negative_start="noise"`` or
-    ``"noise_and_persistent"``, ``cd_steps=k``) learns to turn noise into data in k sweeps: its samples are drawn the same way,
-    noise then k sweeps, and returned as the visible state itself for binary units (the machine's
-    own binary images, compared with binarised data) or as the conditional mean for Gaussian units
-    (whose per-pixel noise is not part of the image; Liao et al. 2022 do the same), unless the
-    module's ``sample_output`` names another read-out; a ``noise_density`` of training is the noise's too. One trained by
-    Taniguchi et al.'s estimator (``negative_start="local_mode"``) is sampled their way (noise,
-    local search, visible mode). Persistent and data-started chains give no such protocol (None:
-    use the global defaults; the global defaults with its read-out if ``sample_output`` is set).
+    The negative estimator says it (:meth:`qidbm.estimators.NegativePhase.sampling`): a machine
+    trained with chains from noise (``FromNoise(sweeps)``, alone or in a ``Mixture``) learns to turn
+    noise into data in that many sweeps and is sampled the same way, read out as the visible state for
+    binary units or the conditional mean for Gaussian ones; one trained by Taniguchi et al.'s
+    estimator is sampled their way (noise, local search, visible mode). The kernel and matrix
+    precision of training come along, and the module's ``sample_output`` replaces the read-out.
+    Persistent and data-started chains give no protocol of their own (None: the global defaults,
+    with ``sample_output`` if it is set). Hyperparameters of the flat options of qidbm 0.1 are read
+    through :func:`qidbm.legacy.upgrade_hparams`.
     """
-    hp = hparams or {}
+    from qidbm.estimators import NegativePhase, build
+    from qidbm.legacy import upgrade_hparams
+    from qidbm.samplers.kernels import ExactStep
+    from qidbm.samplers.visible import LangevinVisible
+
+    hp = upgrade_hparams(hparams)
     readout = hp.get("sample_output")
-    start, step = hp.get("negative_start"), hp.get("quantum_step", "paper")
-    precision = hp.get("matmul_precision", "float32")
-    if start in ("noise", "noise_and_persistent"):
-        return SamplingSpec(num_steps=int(hp.get("cd_steps", 1)), start="noise",
-                            output=readout or ("mean" if gaussian_visible else "sample"),
-                            quantum_step=step,
-                            visible_step=hp.get("visible_step", "gibbs"), matmul_precision=precision,
-                            noise_density=hp.get("noise_density"), anneal_from=float(hp.get("noise_anneal", 1.0)))
-    if start == "local_mode":
-        return SamplingSpec(num_steps=0, start="noise", output=readout or "local_search", quantum_step=step,
-                            matmul_precision=precision)
-    return SamplingSpec(output=readout) if readout else None
+    negative = build(hp.get("negative"), NegativePhase)
+    spec = None if negative is None else negative.sampling(gaussian_visible)
+    if spec is None:
+        return SamplingSpec(output=readout) if readout else None
+    kernel = build(hp.get("kernel"))
+    return replace(spec, output=readout or spec.output,
+                   quantum_step="exact" if isinstance(kernel, ExactStep) else "paper",
+                   visible_step="langevin" if isinstance(getattr(kernel, "visible", None), LangevinVisible) else "gibbs",
+                   matmul_precision=hp.get("matmul_precision") or "float32")
 
 
 def start_state(model: BoltzmannMachine, start: Start, num: int, data: Tensor | None, generator=None,
@@ -180,7 +182,9 @@ def draw(
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=f"sampling ({spec.num_steps} sweeps)", unit="batch")
+        from qidbm.progress import tqdm_kwargs
+
+        batches = tqdm(batches, desc=f"sampling ({spec.num_steps} sweeps)", unit="batch", **tqdm_kwargs())
     with matmul_precision(spec.matmul_precision):
         for i in batches:
             out.append(_draw_batch(model, min(spec.batch_size, num_samples - i), i, spec, kernel, data, generator, stats,

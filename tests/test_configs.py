@@ -1,0 +1,100 @@
+"""Every config under configs/ runs: it parses (``--print_config``) and trains two steps.
+
+Each recipe folder is ``base.yaml`` plus one model file (overlays such as ``wide.yaml`` and
+``tempered_finetune.yaml`` are added to a model file of their folder); the other files stand alone.
+The two steps run at the recipe's settings except the batch (8 rows) and the run folder (tmp); the
+CelebA files train on a generated folder in torchvision's layout. Runs of the paper-sized machines
+(784-unit layers and the 6,272-unit bit planes) are marked slow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from qidbm.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+OVERLAYS = {"wide.yaml": "mnist_grbm.yaml", "tempered_finetune.yaml": "dbm_498.yaml"}
+SLOW = ("dbm_784", "qidbm_784", "dbm_686", "qidbm_686", "dbm_588", "qidbm_588", "mnist_bitplanes")
+
+
+def combinations() -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        rel = str(path.relative_to(CONFIGS))
+        if path.parent.name == "loggers":
+            out.append(("quickstart.yaml", rel))
+        elif (path.parent / "base.yaml").is_file():
+            if path.name == "base.yaml":
+                continue
+            folder = str(path.parent.relative_to(CONFIGS))
+            if path.name in OVERLAYS:
+                out.append((f"{folder}/base.yaml", f"{folder}/{OVERLAYS[path.name]}", rel))
+            else:
+                out.append((f"{folder}/base.yaml", rel))
+        else:
+            out.append((rel,))
+    return out
+
+
+def test_every_config_file_is_covered():
+    covered = {c for combo in combinations() for c in combo}
+    assert covered == {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
+
+
+def _args(combo) -> list[str]:
+    return [a for c in combo for a in ("--config", str(CONFIGS / c))]
+
+
+def _marks(combo):
+    return [pytest.mark.slow] if any(s in c for c in combo for s in SLOW) else []
+
+
+@pytest.mark.parametrize("combo", combinations(), ids="+".join)
+def test_print_config(combo, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *_args(combo), "--print_config"])
+    assert e.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"]
+
+
+def _overrides(combo, tmp_path) -> list[str]:
+    text = "".join((CONFIGS / c).read_text() for c in combo)
+    if "cooldown_steps" in text:  # a cool-down must fit in the run
+        return ["--model.init_args.lr_schedule.init_args.cooldown_steps", "1", *_data_overrides(text, tmp_path)]
+    return _data_overrides(text, tmp_path)
+
+
+def _data_overrides(text: str, tmp_path) -> list[str]:
+    if "CelebA" in text:
+        from qidbm.data.testing import make_celeba_folder
+
+        make_celeba_folder(tmp_path / "celeba_root", partition=(0,) * 12 + (1,) * 2 + (2,) * 6)
+        return ["--data.init_args.root", str(tmp_path / "celeba_root"), "--data.init_args.download", "false",
+                "--data.init_args.batch_size", "4"]
+    if "ArrayDataModule" in text:
+        from sklearn.datasets import load_digits
+
+        np.save(tmp_path / "digits.npy", (load_digits().data / 16.0).astype(np.float32))
+        return ["--data.init_args.path", str(tmp_path / "digits.npy"), "--data.init_args.batch_size", "8"]
+    if "VMCModule" in text or "nqs" in text:
+        return []
+    return ["--data.init_args.batch_size", "8"]
+
+
+@pytest.mark.parametrize("combo", [pytest.param(c, marks=_marks(c)) for c in combinations()], ids="+".join)
+def test_two_training_steps(combo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs' relative run folders land here
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("QIDBM_DATA_DIR", os.environ.get("QIDBM_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    main(["fit", *_args(combo), *_overrides(combo, tmp_path), "--trainer.max_steps", "2",
+          "--trainer.max_time", "null", "--trainer.max_epochs", "-1", "--trainer.enable_progress_bar", "false"])
+    assert list(tmp_path.rglob("*.ckpt")) or "nqs" in combo[0]
