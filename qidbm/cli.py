@@ -1,24 +1,119 @@
 """The ``qidbm`` command.
 
-* ``qidbm fit|validate|test --config CONFIG.yaml``: Lightning's ``LightningCLI``; a config
-  names the LightningModule (``model: class_path: qidbm.lightning.BoltzmannModule``) with
-  its machine, the data module (``data:``), the trainer, loggers and callbacks.
-  ``qidbm fit --print_config`` prints the full resolved config.
-* ``qidbm sample --ckpt PATH --num-samples N --out DIR_OR_FILE``: samples from a checkpoint.
-* ``qidbm evaluate --ckpt PATH``: FID (DO-EM protocol) and AIS log-likelihood.
+* ``qidbm fit|validate --config CONFIG.yaml``: Lightning's ``LightningCLI``; a config names the
+  LightningModule (``model: class_path: qidbm.lightning.BoltzmannModule``) with its machine, the data
+  module (``data:``), the trainer, loggers and callbacks. ``qidbm fit --print_config`` prints the full
+  resolved config.
+* ``qidbm sample --ckpt_path PATH --num-samples N --out DIR_OR_FILE``: samples from a checkpoint
+  (:mod:`qidbm.sample`).
+* ``qidbm evaluate --ckpt_path PATH``: FID (DO-EM protocol) and AIS log-likelihood (:mod:`qidbm.evaluate`).
+* ``qidbm``, ``qidbm -h``/``--help``: the list of commands; ``qidbm --version``: the version.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from jsonargparse import DefaultHelpFormatter  # no torch: `qidbm --help` stays fast
 
+#: the commands and their one-line help, in the order ``qidbm --help`` lists them
+COMMANDS = {
+    "fit": "train a model from a config file (--config CONFIG.yaml)",
+    "validate": "run the validation loop of a config on a checkpoint (--ckpt_path)",
+    "sample": "draw samples from a checkpoint, written as .npy and .png",
+    "evaluate": "score a checkpoint: FID (DO-EM protocol), AIS log-likelihood",
+}
+LIGHTNING_COMMANDS = ("fit", "validate")
 OWN_COMMANDS = ("sample", "evaluate")
+
+_EPILOG = """\
+The options of a command: qidbm fit --help, qidbm validate --help, qidbm sample --help,
+qidbm evaluate --help. Configs to start from are in configs/ (configs/quickstart.yaml is a
+few minutes on a CPU); README.md and docs/ describe the options and the recipes."""
+
+#: what ``qidbm fit --help`` / ``qidbm validate --help`` print above Lightning's option list
+_CONFIG_HELP = """\
+{summary}
+
+Usually one or more config files, later ones overriding earlier ones, and a few
+overrides by dotted key:
+  {example}
+
+Shorter than the list below:
+  qidbm {cmd} --config CONFIG.yaml --print_config
+                          the full resolved config: every key and its value
+  qidbm {cmd} --model.help BoltzmannModule
+                          the options of the training module; likewise
+                          --data.help MNISTDataModule and
+                          --trainer.callbacks.help SampleGrid
+  qidbm {cmd} --model BoltzmannModule --model.model.help QiDBM
+                          the options of a machine (RBM, GRBM, DBM, QiDBM, ...)
+
+Configs to start from: configs/; options explained: README.md, docs/training.md.
+The complete list of options (Lightning's trainer included) follows."""
+
+#: the first line and the example of ``qidbm fit --help`` / ``qidbm validate --help``
+_CONFIG_SUMMARY = {
+    "fit": ("Train a model (DO-EM / contrastive divergence) as a config file describes it.",
+            "qidbm fit --config configs/quickstart.yaml --trainer.max_epochs 5 --data.init_args.batch_size 50"),
+    "validate": ("Run the validation loop of a config's model and data on a checkpoint (--ckpt_path).",
+                 "qidbm validate --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/last.ckpt"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    """The parser of ``qidbm`` itself: its help lists the commands (each parses its own options)."""
+    from qidbm import __version__
+
+    commands = "\n".join(f"  {name:<10}{text}" for name, text in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="qidbm",
+        usage="qidbm COMMAND [OPTIONS]",
+        description="Quantum-infused Boltzmann machines (RBM, QRBM, GRBM, QGRBM, DBM, QiDBM) trained by "
+                    f"DO-EM.\n\ncommands:\n{commands}",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"qidbm {__version__}",
+                        help="print the version and exit")
+    return parser
+
+
+class ConfigHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help formatter that keeps the line breaks of the description (the help of
+    ``qidbm fit`` / ``qidbm validate``). Module level: LightningCLI's parser may be pickled."""
+
+
+def _flat_options_problem(argv: list[str]) -> str | None:
+    """The error for a config or flag that still uses the flat training options of qidbm 0.1
+    (``cd_steps``, ``negative_start``, ...), with the objects that replace them; None otherwise."""
+    import yaml
+
+    from qidbm.legacy import LEGACY_KEYS, is_legacy, legacy_config_message
+
+    for i, arg in enumerate(argv):
+        name, _, inline = arg.partition("=")
+        if name in ("-c", "--config") and (inline or i + 1 < len(argv)):
+            path = Path(inline or argv[i + 1])
+            try:
+                init_args = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("init_args") or {}
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue  # LightningCLI reports unreadable configs itself
+            if isinstance(init_args, dict) and is_legacy(init_args):
+                return f"{path}: " + legacy_config_message(init_args)
+        elif name.startswith("--model.init_args.") and name.split(".")[2] in LEGACY_KEYS - {"positive"}:
+            return (f"{name} is a flat training option of qidbm 0.1; the options are now objects (docs/training.md): "
+                    "e.g. --model.init_args.negative.init_args.sweeps 20 for cd_steps, "
+                    "--model.init_args.optimizer.init_args.lr 0.01 for lr")
+    return None
 
 
 def _lightning_cli(args: list[str] | None) -> None:
     from lightning.pytorch.cli import LightningCLI
+
+    import qidbm.data  # noqa: F401  (so that --data ArrayDataModule resolves by its short name)
 
     class QidbmCLI(LightningCLI):
         """LightningCLI that installs the reliability defaults (qidbm.lightning):
@@ -26,7 +121,16 @@ def _lightning_cli(args: list[str] | None) -> None:
         plugin, a numerical-fault guard (FaultGuard(), on_fault="raise") unless the config
         lists a FaultGuard of its own (e.g. one with on_fault: restore), MidEpochResume (a
         resume from a mid-epoch checkpoint continues with the batch where the run was), RunLock
-        (one fit per run folder) and FinalCheckpoint (last.ckpt at the final step and on SIGTERM)."""
+        (one fit per run folder) and FinalCheckpoint (last.ckpt at the final step and on SIGTERM).
+        When standard output is not a terminal, the progress bar is qidbm.progress.LogProgressBar
+        (a few lines a minute) unless the config names a progress bar. W&B alone in the loggers
+        (configs/loggers/wandb.yaml appended to a config that names no logger) keeps Lightning's
+        default local logger in front of it."""
+
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            # test and predict are left out: no qidbm LightningModule has a test_step or predict_step
+            return {name: skip for name, skip in LightningCLI.subcommands().items() if name in LIGHTNING_COMMANDS}
 
         def _parse_ckpt_path(self):
             # LightningCLI's own version of this reads the checkpoint's hyperparameters before any
@@ -48,7 +152,9 @@ def _lightning_cli(args: list[str] | None) -> None:
             ckpt = read_checkpoint(path, map_location="cpu")
             if not isinstance(ckpt, dict):
                 raise CheckpointError(not_a_checkpoint_message(path))
-            hparams = dict(ckpt.get("hyper_parameters") or {})
+            from qidbm.legacy import upgrade_hparams
+
+            hparams = upgrade_hparams(ckpt.get("hyper_parameters"))  # a checkpoint of the flat options of 0.1
             hparams.pop("_instantiator", None)
             model = self.config[sub].get("model")
             _check_checkpoint_module(path, hparams.get("_class_path"), model)
@@ -72,6 +178,7 @@ def _lightning_cli(args: list[str] | None) -> None:
                     cb.lock_before_fit(self.trainer)
 
         def _instantiate_trainer(self, config, callbacks):
+            from lightning.pytorch.callbacks import ProgressBar
             from lightning.pytorch.plugins.io import CheckpointIO
 
             from qidbm.lightning.checkpoint_io import AtomicCheckpointIO
@@ -79,6 +186,7 @@ def _lightning_cli(args: list[str] | None) -> None:
             from qidbm.lightning.final_checkpoint import FinalCheckpoint
             from qidbm.lightning.mid_epoch_resume import MidEpochResume
             from qidbm.lightning.run_lock import RunLock
+            from qidbm.progress import LogProgressBar, is_terminal
 
             plugins = config.get("plugins")
             plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -99,7 +207,17 @@ def _lightning_cli(args: list[str] | None) -> None:
                 callbacks = list(callbacks) + [MidEpochResume()]
             if not any(isinstance(c, FinalCheckpoint) for c in present):
                 callbacks = list(callbacks) + [FinalCheckpoint()]
-            return super()._instantiate_trainer(config, callbacks)
+            if (config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in present)
+                    and not is_terminal(sys.stdout)):
+                # a log file or nohup: Lightning's bar would add a line per redraw (qidbm/progress.py)
+                callbacks = list(callbacks) + [LogProgressBar()]
+            wandb_only = _wandb_only(config.get("logger"))
+            if wandb_only:
+                config["logger"] = True  # Lightning's default local logger, W&B added beside it below
+            trainer = super()._instantiate_trainer(config, callbacks)
+            if wandb_only:
+                trainer.loggers = [*trainer.loggers, *wandb_only]
+            return trainer
 
     QidbmCLI(
         model_class=None,
@@ -107,8 +225,31 @@ def _lightning_cli(args: list[str] | None) -> None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "formatter_class": ConfigHelpFormatter,  # jsonargparse gives a command's parser the main parser's formatter
+            **{cmd: {
+                "description": _CONFIG_HELP.format(cmd=cmd, summary=summary, example=example),
+                "usage": f"qidbm {cmd} [-h] [-c CONFIG] [--print_config[=flags]] [--KEY VALUE ...]",
+                "formatter_class": ConfigHelpFormatter,
+            }
+            for cmd, (summary, example) in _CONFIG_SUMMARY.items()},
+        },
         args=args,
     )
+
+
+def _wandb_only(loggers) -> list | None:
+    """The loggers when they are a list of W&B loggers only, else ``None``.
+
+    ``configs/loggers/wandb.yaml`` appends W&B to the config's loggers (``trainer.logger+``). A config
+    that names no logger then has W&B alone and would lose the local record Lightning keeps for it
+    (``Trainer(logger=True)``: TensorBoard under ``default_root_dir``); such a run gets that default
+    logger with W&B beside it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(loggers, (list, tuple)) and loggers and all(isinstance(lg, WandbLogger) for lg in loggers):
+        return list(loggers)
+    return None
 
 
 def _check_checkpoint_module(path, ckpt_class: str | None, model_config) -> None:
@@ -147,14 +288,40 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*You defined a `validation_step` but have no `val_dataloader`.*")
 
 
+def _top_level(argv: list[str]) -> int:
+    """``qidbm`` without a command, ``-h``/``--help``, ``-V``/``--version`` or an unknown command: the
+    package's own help, its version, or an error that lists the commands. Returns the exit status."""
+    parser = _top_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    try:
+        if not argv[0].startswith("-"):
+            parser.error(f"unknown command {argv[0]!r}: the commands are {', '.join(COMMANDS)} (qidbm --help)")
+        parser.parse_args(argv)
+    except SystemExit as e:  # argparse ends -h, --version and errors with SystemExit
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    parser.print_help()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``qidbm`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``fit`` and ``validate`` end as LightningCLI does (``--help`` and ``--print_config`` raise
+    ``SystemExit``); the rest return their status."""
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argv[0] if argv else ""
+    # LightningCLI's own options before the command (`qidbm --config CONFIG.yaml fit`) go on to it
+    lightning_first = first in LIGHTNING_COMMANDS or first.split("=")[0] in ("-c", "--config", "--print_config")
+    if not lightning_first and first not in OWN_COMMANDS:
+        return _top_level(argv)
     # before torch is imported, so that torch's own start-up allocations follow it too (qidbm/allocator.py)
     from qidbm.allocator import reuse_freed_memory
 
     reuse_freed_memory()
     _quiet_known_warnings()
-    from_sys = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sample":
         from qidbm.sample import cmd_sample
 
@@ -163,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         from qidbm.evaluate import cmd_evaluate
 
         return cmd_evaluate(argv[1:])
+    problem = _flat_options_problem(argv)
+    if problem:
+        print(f"qidbm: error: {problem}", file=sys.stderr)
+        return 2
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from qidbm.lightning.final_checkpoint import SIGTERM_EXIT_STATUS

@@ -26,11 +26,18 @@ def visible_to_images(x: Tensor, data_info: dict | None) -> Tensor:
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Save images [N, C, H, W] in [0, 1] as one PNG grid (written atomically)."""
+    """Save images [N, C, H, W] in [0, 1] as one PNG grid (written atomically).
+
+    Rows of features without an image shape (H == 1: data recorded with image shape [1, 1, D])
+    are stacked one sample per line without padding, an N x D heat map, since a square grid
+    of one-pixel strips hides more than it shows.
+    """
     from torchvision.utils import save_image
 
     from qidbm.atomic import atomic_write
 
-    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
-    return atomic_write(path, lambda f: save_image(images, f, nrow=nrow, padding=2, pad_value=0.5, format="png"),
+    strips = images.ndim == 4 and images.shape[2] == 1
+    nrow = 1 if strips else nrow or max(1, int(math.sqrt(images.shape[0])))
+    padding = 0 if strips else 2
+    return atomic_write(path, lambda f: save_image(images, f, nrow=nrow, padding=padding, pad_value=0.5, format="png"),
                         fsync=False)

@@ -1,8 +1,11 @@
-"""Data layer: encoded MNIST / Fashion-MNIST / CelebA for Boltzmann machines.
+"""Data layer: encoded MNIST / Fashion-MNIST / CelebA, and your own arrays or image folders, for Boltzmann machines.
 
 - :mod:`qidbm.data.datamodules`: ``MNISTDataModule``, ``FashionMNISTDataModule``,
   ``CelebADataModule`` (base ``ImageDataModule``), Lightning data modules serving float32
   batches [B, n_visible]; ``datamodule_from_info`` rebuilds one from a checkpoint's info.
+- :mod:`qidbm.data.own`: ``ArrayDataModule`` (rows of a ``.npy`` / ``.npz`` file or of in-memory
+  arrays) and ``ImageFolderDataModule`` (torchvision ``ImageFolder``): your own data, with the
+  same encodings and ``data_info`` as the built-in modules.
 - :mod:`qidbm.data.encodings`: ``encode`` / ``decode`` / ``validate`` for the ``binary``,
   ``bitplanes`` and ``continuous`` encodings, driven by a JSON-able ``info`` dict.
 - :mod:`qidbm.data.idx`: IDX reader / writer / validator.
@@ -37,9 +40,11 @@ from .encodings import (
     validate_info,
 )
 from .idx import IDXError, read_idx, validate_idx, write_idx
+from .own import ArrayDataModule, ImageFolderDataModule
 from .roots import DataNotFoundError, prepare_idx_root, resolve_cache_dir, resolve_data_root
 
 __all__ = [
+    "ArrayDataModule",
     "BIT_ORDER",
     "BITS",
     "ENCODINGS",
@@ -49,6 +54,7 @@ __all__ = [
     "Encoder",
     "FashionMNISTDataModule",
     "IDXError",
+    "ImageFolderDataModule",
     "ImageDataModule",
     "IndexBatchSampler",
     "ResumableDataLoader",

@@ -32,10 +32,11 @@ import lightning as L
 import torch
 import torchvision
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from qidbm.atomic import atomic_save
+from qidbm.progress import tqdm_kwargs
 
 from .batching import IndexBatchSampler, ResumableDataLoader, TensorBatchDataset
 from .encodings import ENCODINGS, NORMALIZATIONS, Encoder, compute_normalization, make_info, n_visible_for, validate_info
@@ -70,6 +71,8 @@ class ImageDataModule(L.LightningDataModule):
 
     #: torchvision's name of the data set (folder name in the data root).
     dataset_name: ClassVar[str] = ""
+    #: the argument that sets how many training images are held out (named in error messages)
+    _holdout_option: ClassVar[str] = "val_size"
 
     def __init__(
         self,
@@ -158,16 +161,7 @@ class ImageDataModule(L.LightningDataModule):
         """Load the training split, hold out ``val_size`` images, fix the normalisation."""
         if self._info is not None:
             return
-        full = self._load_split("train")
-        n = full.shape[0]
-        if self.val_size >= n:
-            raise ValueError(f"val_size={self.val_size} leaves no training images (the training split has {n})")
-        g = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(n, generator=g)
-        val_idx, train_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
-        self._pixels["train"] = full[train_idx] if self.val_size else full
-        if self.val_size:
-            self._pixels["val"] = full[val_idx]
+        self._pixels.update(self._load_parts())
         if self._pinned_info is not None:
             # Encode exactly as the checkpoint's model was trained (recorded normalisation).
             self._info = self._pinned_info
@@ -175,11 +169,30 @@ class ImageDataModule(L.LightningDataModule):
             norm = None
             if self.encoding == "continuous":
                 norm = compute_normalization(self._pixels["train"], self.normalize, self.std_floor)
-                norm["source"] = f"{self.dataset_name} train split minus {self.val_size} held-out images (seed {self.seed})"
+                norm["source"] = self._normalization_source()
             self._info = make_info(
                 self.dataset_name, self.encoding, self.image_shape, norm, datamodule=self._recipe(), **self._extra_info()
             )
         self._encoder = Encoder(self._info)
+
+    def _load_parts(self) -> dict[str, Tensor]:
+        """The parts :meth:`setup` serves: ``"train"`` and, with ``val_size``, ``"val"`` (held out of
+        torchvision's training split, seeded); a ``"test"`` part is optional (else :meth:`_load_split`
+        reads it when first asked for)."""
+        full = self._load_split("train")
+        n = full.shape[0]
+        if self.val_size >= n:
+            raise ValueError(f"val_size={self.val_size} leaves no training images (the training split has {n})")
+        if not self.val_size:
+            return {"train": full}
+        g = torch.Generator().manual_seed(self.seed)
+        perm = torch.randperm(n, generator=g)
+        val_idx, train_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
+        return {"train": full[train_idx], "val": full[val_idx]}
+
+    def _normalization_source(self) -> str:
+        """Which images the ``continuous`` statistics come from (recorded in ``data_info()``)."""
+        return f"{self.dataset_name} train split minus {self.val_size} held-out images (seed {self.seed})"
 
     def _recipe(self) -> dict[str, Any]:
         """How to rebuild this module (stored in ``data_info()['datamodule']``); machine-specific
@@ -255,17 +268,21 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(
                 f"the training part has {pixels.shape[0]} images ({sampler.num_samples} on each of "
                 f"{sampler.num_replicas} ranks), fewer than batch_size={self.batch_size}, and training drops "
-                "incomplete batches: lower batch_size or val_size"
+                f"incomplete batches: lower batch_size or {self._holdout_option}"
             )
         # a resumable training loader: Lightning saves its position in checkpoints and restores it
         loader_class = ResumableDataLoader if train and self.resumable_train_loader else DataLoader
         return loader_class(
-            TensorBatchDataset(pixels, self.encoder),
+            self._batch_dataset(pixels),
             batch_size=None,  # the sampler yields whole batches; no collation
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _batch_dataset(self, pixels: Tensor) -> Dataset:
+        """The dataset a loader gathers whole batches from (``dataset[list_of_indices]``)."""
+        return TensorBatchDataset(pixels, self.encoder)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (``seed + epoch``), sharded, full batches [batch_size, n_visible] float32."""
@@ -303,10 +320,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"num_images must be >= 2 for FID statistics, got {num_images}")
         enc, pix = self.encoder, self.split_pixels(split)
         pix = pix if num_images is None else pix[:num_images]
-        return torch.cat([enc.decode(enc.encode_uint8(pix[i : i + 4096])) for i in range(0, pix.shape[0], 4096)])
+        # encode() takes uint8 pixels and, for data modules that hold floats in [0, 1], floats alike
+        return torch.cat([enc.decode(enc.encode(pix[i : i + 4096])) for i in range(0, pix.shape[0], 4096)])
 
     def split_pixels(self, split: Literal["train", "val", "test"]) -> Tensor:
-        """The raw uint8 images [N, C, H, W] of a split (``train`` excludes the held-out images)."""
+        """The raw images [N, C, H, W] of a split (``train`` excludes the held-out images): uint8, or
+        float32 in [0, 1] for data held as floats (:class:`~qidbm.data.ArrayDataModule`)."""
         self.setup()
         if split == "test":
             return self._test_pixels()
@@ -557,7 +576,8 @@ class CelebADataModule(ImageDataModule):
             raise ValueError(f"{root / 'celeba' / 'list_eval_partition.txt'} lists no {split!r} images")
         loader = DataLoader(ds, batch_size=256, num_workers=self.num_workers, collate_fn=_stack_images)
         pixels = torch.cat(
-            [b for b in tqdm(loader, desc=f"CelebA {split} -> {self.image_size}px", leave=False, disable=len(loader) < 4)]
+            [b for b in tqdm(loader, desc=f"CelebA {split} -> {self.image_size}px", leave=False, disable=len(loader) < 4,
+                             **tqdm_kwargs())]
         ).contiguous()
         atomic_save(pixels, cached, mode=0o600, fsync=False)
         return pixels

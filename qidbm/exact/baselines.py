@@ -220,7 +220,9 @@ def train_gradient_ascent(
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc=desc, leave=False)
+        from qidbm.progress import tqdm_kwargs
+
+        iterator = tqdm(iterator, desc=desc, leave=False, **tqdm_kwargs())
     for _ in iterator:
         t0 = time.perf_counter()
         with torch.no_grad():

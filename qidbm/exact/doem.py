@@ -252,7 +252,9 @@ def do_em_cq(
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="DO-EM (Alg. 2)", leave=False)
+        from qidbm.progress import tqdm_kwargs
+
+        iterator = tqdm(iterator, desc="DO-EM (Alg. 2)", leave=False, **tqdm_kwargs())
     for t in iterator:
         t0 = time.perf_counter()
         e, ev = cq_estep_statistics(ham, theta, q)
@@ -338,7 +340,9 @@ def do_em_dense(
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="DO-EM (Alg. 1)", leave=False)
+        from qidbm.progress import tqdm_kwargs
+
+        iterator = tqdm(iterator, desc="DO-EM (Alg. 1)", leave=False, **tqdm_kwargs())
     for _ in iterator:
         t0 = time.perf_counter()
         eta_vh = petz_recovery(eta_v, st, n, m)

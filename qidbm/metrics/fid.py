@@ -49,6 +49,7 @@ from qidbm.metrics.inception import (
     resolve_weights_path,
     weights_identity,
 )
+from qidbm.progress import tqdm_kwargs
 
 __all__ = [
     "FIDAccumulator",
@@ -430,7 +431,7 @@ class FIDAccumulator:
         total = None
         if isinstance(images, Tensor):
             total = math.ceil(images.shape[0] / self.batch_size)
-        bar = tqdm(total=total, desc="FID features", unit="batch", disable=not self.progress, leave=False)
+        bar = tqdm(total=total, desc="FID features", unit="batch", disable=not self.progress, leave=False, **tqdm_kwargs())
         try:
             for batch in _iter_batches(images, self.batch_size):
                 if self.metric is None:
@@ -482,7 +483,8 @@ def _torch_fidelity_fid(
     with torch.inference_mode():
         for real, images in ((True, reference), (False, generated)):
             desc = "FID (torchmetrics) " + ("reference" if real else "generated")
-            for batch in tqdm(_iter_batches(images, batch_size), desc=desc, disable=not progress, leave=False):
+            for batch in tqdm(_iter_batches(images, batch_size), desc=desc, disable=not progress, leave=False,
+                              **tqdm_kwargs()):
                 metric.update(prepare_images(batch).to(device), real=real)
         return float(metric.compute())
 

@@ -236,7 +236,9 @@ def ais_log_partition(
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="AIS", unit="beta", mininterval=1.0)
+        from qidbm.progress import tqdm_kwargs
+
+        steps = tqdm(steps, desc="AIS", unit="beta", **tqdm_kwargs(mininterval=1.0))
     for k in steps:
         b_prev, b = float(betas[k - 1]), float(betas[k])
         log_w += f_beta(b_prev, st) - f_beta(b, st)

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from qidbm.progress import tqdm_kwargs
+
 from .blocking import blocking_chains
 from .hamiltonians import local_energy_samples
 
@@ -89,14 +91,14 @@ def evaluate_energy(
     idx = torch.arange(C, device=start.device) % start.shape[0]
     x = start[idx].clone()
     t0 = time.perf_counter()
-    for _ in tqdm(range(burn_in), desc="eval burn-in", disable=not progress, leave=False):
+    for _ in tqdm(range(burn_in), desc="eval burn-in", disable=not progress, leave=False, **tqdm_kwargs()):
         x, _ = sampler.sweep(wavefunction, x)
     rmax = density_rmax or 4.0 / math.sqrt(hamiltonian.omega)
     edges = torch.linspace(0.0, rmax, density_bins + 1, dtype=torch.float64)
     counts = torch.zeros(density_bins, dtype=torch.float64)
     e_tc = torch.empty(T, C, dtype=torch.float64)
     acc = torch.zeros(C, dtype=x.dtype, device=x.device)
-    for t in tqdm(range(T), desc="eval sampling", disable=not progress, leave=False):
+    for t in tqdm(range(T), desc="eval sampling", disable=not progress, leave=False, **tqdm_kwargs()):
         for _ in range(thin):
             x, a = sampler.sweep(wavefunction, x)
             acc += a

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from qidbm.progress import tqdm_kwargs
+
 __all__ = [
     "Sampler",
     "MetropolisSampler",
@@ -183,11 +185,11 @@ def sample_chains(
     if n_samples < 1 or thin < 1 or burn_in < 0:
         raise ValueError(f"need n_samples >= 1, thin >= 1, burn_in >= 0; got {n_samples}, {thin}, {burn_in}.")
     sampler.check(wf)
-    for _ in tqdm(range(burn_in), desc="burn-in", disable=not progress, leave=False):
+    for _ in tqdm(range(burn_in), desc="burn-in", disable=not progress, leave=False, **tqdm_kwargs()):
         x, _ = sampler.sweep(wf, x)
     out = x.new_empty((n_samples,) + tuple(x.shape))
     acc = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for t in tqdm(range(n_samples), desc="sampling", disable=not progress, leave=False):
+    for t in tqdm(range(n_samples), desc="sampling", disable=not progress, leave=False, **tqdm_kwargs()):
         for _ in range(thin):
             x, a = sampler.sweep(wf, x)
             acc += a

@@ -75,7 +75,9 @@ class BlockGibbsKernel:
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc="Gibbs sweeps", leave=False)
+            from qidbm.progress import tqdm_kwargs
+
+            steps = tqdm(steps, desc="Gibbs sweeps", leave=False, **tqdm_kwargs())
         for _ in steps:
             for parity in (1, 0):
                 self._half_sweep(model, state, parity, clamped, generator, cache, stats)

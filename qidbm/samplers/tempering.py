@@ -219,7 +219,9 @@ class ReplicaExchange:
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc=f"replica exchange ({len(self.ladder)} replicas)", leave=False)
+            from qidbm.progress import tqdm_kwargs
+
+            steps = tqdm(steps, desc=f"replica exchange ({len(self.ladder)} replicas)", leave=False, **tqdm_kwargs())
         for t in steps:
             for k, m in enumerate(self.ladder):
                 states[k], s = self.kernel.run(m, states[k], 1, generator=generator)
