@@ -3,7 +3,7 @@
 Eagerly, every closed form (the qubit's log-partition with its two derivatives, the softplus of a
 classical unit, the qubit's draw probability) is 7 to 25 passes over a ``[batch, units]`` tensor,
 each reading and writing memory. At the CPU recipes' sizes those passes, not the matrix products,
-are what a quantum layer adds to a step (bench/RESULTS_perf.md). ``torch.compile`` (TorchInductor)
+are what a quantum layer adds to a step (docs/performance.md). ``torch.compile`` (TorchInductor)
 turns each of them into one vectorised loop that reads the inputs once and writes every output once;
 the arithmetic is the same, so values agree with the eager forms to a few float eps.
 

@@ -2,7 +2,7 @@
 
 Sampling is almost all matrix products ``x_l W`` between a layer's state and a weight matrix.
 On CPUs with AVX512_BF16 (and on GPUs) a bfloat16 product runs several times faster than a
-float32 one (bench/RESULTS_perf.md). Binary states are exact in bfloat16; the weights are rounded
+float32 one (docs/performance.md). Binary states are exact in bfloat16; the weights are rounded
 to 8 significant bits (relative error <= 2^-9), the products accumulate in float32, and the
 result is rounded to bfloat16 too (torch has no float32-output bfloat16 product on CPU) before it
 comes back in the chain's dtype: each pre-activation within 2^-8 of ``sum_i |x_i W_ij|``. For a

@@ -47,7 +47,7 @@ __all__ = [
 # Every branch below is a 0/1 mask folded into arithmetic (``torch.lerp`` with a 0/1
 # weight, ``clamp_min`` for safe divisors) rather than ``torch.where``, and ``log1p`` is
 # built from ``log``: on CPU both ``where`` and float32 ``log1p`` are scalar kernels that
-# cost more than the rest of the closed form (bench/RESULTS_perf.md). Values are
+# cost more than the rest of the closed form (docs/performance.md). Values are
 # unchanged (float64: max error 0 to 4e-16 against the previous where-based forms).
 
 
@@ -237,7 +237,7 @@ def qubit_draw_prob(phi: Tensor, gamma: Tensor) -> Tensor:
     sqrt(phi^2 + 4 gamma^2)``: the form the samplers use.
 
     Seven cheap elementwise passes (no ``tanh``, no ``hypot``) instead of :func:`qubit_prob_one`'s
-    ~25 (bench/RESULTS_perf.md measures what that buys). The price is relative accuracy in the
+    ~25 (docs/performance.md measures what that buys). The price is relative accuracy in the
     tails: the error is absolute, a few float eps (float32: <= 2e-7; ``sigmoid(rho) - 1/2`` loses
     digits for small rho, but ``|phi| <= rho`` keeps the product's error absolute), so P(n = 1)
     below ~1e-7 comes out as ~0. A 0/1 draw against float32 uniforms (grid 2^-24) and a mean-field
