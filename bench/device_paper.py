@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from reproduce import config_files, hardware, relocation_config, run  # noqa: E402
 
-GRBM_TINY = ["--model.init_args.model.init_args.n_hidden", "8", "--model.init_args.cd_steps", "2",
+GRBM_TINY = ["--model.init_args.model.init_args.n_hidden", "8", "--model.init_args.negative.init_args.sweeps", "2",
              "--data.init_args.batch_size", "4"]
 
 # Per recipe: its config folder, models, run name, the paper's number of updates and FIDs, the

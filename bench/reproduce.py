@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # bench/harness.py (imported where used: it imports torch)
 RESULTS = REPO / "bench" / "results"
 PAPER_FID = {("dbm", "binary"): 42.61, ("qidbm", "binary"): 14.77}
 
@@ -107,9 +108,9 @@ def fit_command(r: dict, out_dir: Path, epochs: int, a) -> list[str]:
     for f in [*r["configs"], str(paths)]:
         fit += ["--config", f]
     fit += [*r["overrides"], "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false"]
-    for opt, val in (("lr", a.lr), ("momentum", a.momentum), ("negative_start", a.negative_start)):
+    for opt, val in (("lr", a.lr), ("momentum", a.momentum)):
         if val is not None:
-            fit += [f"--model.init_args.{opt}", str(val)]
+            fit += [f"--model.init_args.optimizer.init_args.{opt}", str(val)]
     for kv in a.set:
         key, _, val = kv.partition("=")
         fit += [f"--model.init_args.{key}", val]
@@ -144,8 +145,8 @@ def plan(suite: str, sizes: list[int], configs: str = "paper") -> list[dict]:
         q = "--model.init_args.model.init_args"
         for name, kind, ov in (
             ("dbm", "dbm", []),
-            ("qidbm_paper", "qidbm", ["--model.init_args.quantum_step", "paper"]),
-            ("qidbm_exact", "qidbm", ["--model.init_args.quantum_step", "exact"]),
+            ("qidbm_paper", "qidbm", ["--model.init_args.kernel", "qidbm.samplers.PaperStep"]),
+            ("qidbm_exact", "qidbm", ["--model.init_args.kernel", "qidbm.samplers.ExactStep"]),
             ("qidbm_coupled", "qidbm", [f"{q}.coupled_field", "true"]),
         ):
             rows.append({"name": f"{name}_{size}", "kind": kind, "size": size,
@@ -171,15 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ais-runs", type=int, default=0, help="AIS chains for the log-likelihood (0: skip)")
     p.add_argument("--ais-betas", type=int, default=10000)
     p.add_argument("--fid-weights", default=os.environ.get("QIDBM_FID_WEIGHTS"))
-    p.add_argument("--lr", type=float, default=None, help="override the configs' learning rate (all runs alike)")
+    p.add_argument("--lr", type=float, default=None, help="override the optimizer's learning rate (all runs alike)")
     p.add_argument("--momentum", type=float, default=None, help="override the SGD momentum (all runs alike)")
-    p.add_argument("--negative-start", default=None, help="override negative_start (all runs alike)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any BoltzmannModule argument for all runs alike, e.g. persistent_update=sweep")
+                   help="override any BoltzmannModule argument for all runs alike, as after --model.init_args., e.g. "
+                        "negative=qidbm.estimators.Persistent, then negative.init_args.update=fused")
     p.add_argument("--skip-fit", action="store_true", help="evaluate the checkpoints of an earlier run of the same suite")
     p.add_argument("--tag", default="", help="suffix of the results files")
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    from harness import header
+
+    h = header(__file__, argv)  # before the runs: the load average they start at
     epochs = a.epochs or (2 if a.budget == "cpu" else 100)
     fid_n = a.fid_samples or (2000 if a.budget == "cpu" else 10000)
     tag = f"{a.suite}_{a.budget}{'' if a.configs == 'paper' else '_' + a.configs}{('_' + a.tag) if a.tag else ''}"
@@ -230,14 +234,16 @@ def main(argv: list[str] | None = None) -> int:
             results = list(pool.map(fit_and_evaluate, rows))
     else:
         results = [fit_and_evaluate(r) for r in rows]
-    (RESULTS / f"{tag}.json").write_text(json.dumps({"hardware": hardware(), "argv": sys.argv, "results": results}, indent=2))
-    write_report(tag, results, a, epochs, fid_n)
+    h["load_end"] = os.getloadavg()[0]
+    (RESULTS / f"{tag}.json").write_text(json.dumps({"header": h, "hardware": hardware(), "results": results}, indent=2))
+    write_report(tag, results, a, epochs, fid_n, h)
     return 0
 
 
-def write_report(tag: str, results: list[dict], a, epochs: int, fid_n: int) -> None:
-    lines = [f"# {tag}", "", f"Hardware: {hardware()}", "",
-             f"Command: `python bench/reproduce.py {' '.join(sys.argv[1:])}`", "",
+def write_report(tag: str, results: list[dict], a, epochs: int, fid_n: int, h: dict) -> None:
+    from harness import header_lines
+
+    lines = [f"# {tag}", "", *header_lines(h), "",
              f"Training: {epochs} epochs; FID: {fid_n} samples vs the 10,000 test images, "
              f"{a.sample_steps} Gibbs sweeps from noise, conditional mean output, {a.quantum_step} quantum step.", "",
              "| run | params | FID | paper FID | test LL (nats) | acceptance | s/epoch |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -1,10 +1,11 @@
 """Soak test: `qidbm fit` of the quickstart model for ~30 minutes with one SIGKILL and a resume.
 
-What it does (issue 8, item 5):
+What it does:
 
 1. writes a config derived from ``configs/quickstart.yaml`` (same model, data, optimizer) with
    ``max_epochs`` large, a ``ModelCheckpoint(save_last=True, every_n_train_steps=N)`` whose N is
-   chosen from a measured step time to checkpoint every ``--ckpt-minutes`` minutes, a CSV logger
+   chosen from a measured update time (the quickstart's module and data, ``module.fit_step``:
+   bench/harness.py) to checkpoint every ``--ckpt-minutes`` minutes, a CSV logger
    logging the loss every 20 steps and the :class:`WallClock` callback below (seconds since the soak
    started, so the loss can be drawn against time);
 2. starts ``qidbm fit`` as a subprocess, samples its resident memory (``VmRSS`` from
@@ -14,7 +15,7 @@ What it does (issue 8, item 5):
    ``--minutes`` minutes of wall time, then lets it finish cleanly;
 5. writes ``bench/results/soak.json`` (RSS samples, loss curve, steps, checkpoint steps, resume
    step, losses before/after the resume), ``bench/results/soak.png`` (loss and RSS vs time) and
-   ``bench/RESULTS_soak.md`` (figures, command, hardware).
+   ``bench/results/soak.md`` (figures, command, date, commit, hardware).
 
 Run (one thread, the real MNIST files)::
 
@@ -29,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -39,6 +39,7 @@ from pathlib import Path
 import lightning as L
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # bench/harness.py, imported where used: the fit process imports this file too
 
 
 class WallClock(L.Callback):
@@ -135,6 +136,9 @@ def main() -> int:
     run.mkdir(parents=True)
     import torch
 
+    from harness import header
+
+    h = header(__file__)  # at the start: the load average before the soak
     t_measure = time.time()
     step_s = a.step_seconds or measure_step_seconds()
     every_n = max(10, int(round(60 * a.ckpt_minutes / step_s)))
@@ -175,9 +179,10 @@ def main() -> int:
     def mean_loss(rows):
         return sum(r["loss"] for r in rows) / len(rows) if rows else None
 
-    hw = f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}"
+    h["load_end"] = os.getloadavg()[0]
+    hw = f"{h['cpu']} ({h['cores']} cores{', ' + h['gpu'] if h['gpu'] else ''}), OMP_NUM_THREADS={env['OMP_NUM_THREADS']}"
     res = {
-        "command": "OMP_NUM_THREADS=1 QIDBM_DATA_DIR=/work/shared/data python bench/soak.py " + " ".join(sys.argv[1:]),
+        "header": h, "command": h["command"],
         "fit_command": " ".join(base[2:]).replace(str(run), "$RUN"),
         "resume_command": " ".join(resume_cmd[2:]).replace(str(run), "$RUN"),
         "hardware": hw, "torch": torch.__version__, "lightning": L.__version__,
@@ -213,7 +218,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps(res, indent=1))
     plot(res, out / "soak.png")
-    write_md(res, REPO / "bench" / "RESULTS_soak.md")
+    write_md(res, out / "soak.md")
     print(json.dumps({k: v for k, v in res.items() if k not in ("rss", "loss")}, indent=1))
     return 0 if rc2 == 0 else 1
 
@@ -247,29 +252,17 @@ def reanalyse(out: Path) -> None:
     res.update(replay_stats(res))
     (out / "soak.json").write_text(json.dumps(res, indent=1))
     plot(res, out / "soak.png")
-    write_md(res, REPO / "bench" / "RESULTS_soak.md")
+    write_md(res, out / "soak.md")
 
 
 def measure_step_seconds(n: int = 30) -> float:
-    """Time n training steps of the quickstart model on a random batch (the same math as fit)."""
-    import torch
+    """Seconds per update of the quickstart run: its module and MNIST batches built from
+    ``configs/quickstart.yaml``, ``n`` updates timed after 5, plus ~15 % for logging and data loading."""
+    from harness import batches_of, from_configs, start_fit, time_updates
 
-    from qidbm.lightning import BoltzmannModule
-    from qidbm.models import QiDBM
-
-    torch.manual_seed(0)
-    m = BoltzmannModule(QiDBM(layer_sizes=[784, 500, 200], quantum_layers=[1]), positive_steps=2, lr=0.01, momentum=0.5)
-    m._generator = torch.Generator().manual_seed(0)
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.5)
-    v = (torch.rand(100, 784) < 0.13).float()
-    for i in range(n + 5):
-        if i == 5:
-            t = time.perf_counter()
-        loss, _ = m.doem_loss(v)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t) / n * 1.15  # ~15 % for logging and data
+    module, dm = from_configs(["configs/quickstart.yaml"], "--data.init_args.download", "false")
+    batches = batches_of(dm, 5)
+    return time_updates(start_fit(module, batches), batches, n, warmup=5).median * 1.15
 
 
 def plot(res: dict, path: Path) -> None:
@@ -301,11 +294,14 @@ def plot(res: dict, path: Path) -> None:
 
 def write_md(res: dict, path: Path) -> None:
     f = lambda x: "n/a" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))  # noqa: E731
+    from harness import header_lines
+
+    stated = header_lines(res["header"]) if "header" in res else [f"Command: `{res['command']}`  ", f"Hardware: {res['hardware']}  "]
     lines = [
-        "# Soak run: 30 minutes of `qidbm fit`, one SIGKILL, one resume",
+        f"# Soak run: {res['minutes']:g} minutes of `qidbm fit`, one SIGKILL, one resume",
         "",
-        f"Command: `{res['command']}`  ",
-        f"Hardware: {res['hardware']}, torch {res['torch']}, lightning {res['lightning']}.  ",
+        *stated,
+        f"lightning {res['lightning']}.  ",
         f"Fit: `python -m {res['fit_command']}` (quickstart model and data; checkpoint every "
         f"{res['checkpoint_every_n_steps']} steps).  ",
         f"Resume: `python -m {res['resume_command']}`.",

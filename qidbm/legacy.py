@@ -29,8 +29,8 @@ def _obj(path: str, **init_args: Any) -> dict:
 def is_legacy(hparams: dict | None) -> bool:
     """Whether ``hparams`` use the flat options (``centering: true`` included)."""
     hp = hparams or {}
-    return (any(k in hp for k in LEGACY_KEYS if k != "positive") or isinstance(hp.get("positive"), str)
-            or isinstance(hp.get("centering"), bool))
+    return (any(k in hp for k in LEGACY_KEYS if k != "positive")
+            or hp.get("positive") in ("gibbs", "mean_field", "local_mode") or isinstance(hp.get("centering"), bool))
 
 
 def upgrade_hparams(hparams: dict | None) -> dict:
@@ -107,7 +107,8 @@ def legacy_config_message(init_args: dict) -> str:
     import yaml
 
     old = {k: v for k, v in init_args.items()
-           if (k in LEGACY_KEYS and not isinstance(v, dict)) or (k == "centering" and isinstance(v, bool))}
+           if (k in LEGACY_KEYS and k != "positive") or (k == "positive" and v in ("gibbs", "mean_field", "local_mode"))
+           or (k == "centering" and isinstance(v, bool))}
     new = upgrade_hparams({k: v for k, v in init_args.items() if k != "model"})
     new = {k: v for k, v in new.items() if v is not None and not k.startswith("_")}
     return (

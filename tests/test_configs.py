@@ -95,6 +95,6 @@ def test_two_training_steps(combo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' relative run folders land here
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("QIDBM_DATA_DIR", os.environ.get("QIDBM_DATA_DIR", str(REPO.parent / "shared" / "data")))
-    main(["fit", *_args(combo), *_overrides(combo, tmp_path), "--trainer.max_steps", "2",
+    assert 0 == main(["fit", *_args(combo), *_overrides(combo, tmp_path), "--trainer.max_steps", "2",
           "--trainer.max_time", "null", "--trainer.max_epochs", "-1", "--trainer.enable_progress_bar", "false"])
     assert list(tmp_path.rglob("*.ckpt")) or "nqs" in combo[0]

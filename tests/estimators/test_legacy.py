@@ -85,3 +85,8 @@ def test_the_cli_refuses_a_flat_config_with_the_new_form(tmp_path, capsys):
     assert "flat training options" in err and "qidbm.estimators.FromNoise" in err and "sweeps: 20" in err
     assert main(["fit", "--config", str(cfg.parent / "missing.yaml"), "--model.init_args.cd_steps", "3"]) == 2
     assert "--model.init_args.negative.init_args.sweeps" in capsys.readouterr().err
+
+
+def test_class_paths_are_not_mistaken_for_flat_options():
+    assert not is_legacy({"positive": "qidbm.estimators.MeanField", "centering": "qidbm.lightning.centering.Centering"})
+    assert is_legacy({"positive": "mean_field"})
