@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give run folders to score (or --replot JSON to redraw an earlier result)")
 
     from qidbm.checkpoint import load_checkpoint
-    from qidbm.evaluate import checkpoint_files
+    from qidbm.api import checkpoint_files
     from qidbm.data import datamodule_from_info
     from qidbm.images import visible_to_images
     from qidbm.metrics import frechet_distance, reference_stats

@@ -5,8 +5,8 @@
   module (``data:``), the trainer, loggers and callbacks. ``qidbm fit --print_config`` prints the full
   resolved config.
 * ``qidbm sample --ckpt_path PATH --num-samples N --out DIR_OR_FILE``: samples from a checkpoint
-  (:mod:`qidbm.sample`).
-* ``qidbm evaluate --ckpt_path PATH``: FID (DO-EM protocol) and AIS log-likelihood (:mod:`qidbm.evaluate`).
+  (:mod:`qidbm.commands.sample`).
+* ``qidbm evaluate --ckpt_path PATH``: FID (DO-EM protocol) and AIS log-likelihood (:mod:`qidbm.commands.evaluate`).
 * ``qidbm``, ``qidbm -h``/``--help``: the list of commands; ``qidbm --version``: the version.
 """
 
@@ -93,20 +93,28 @@ def _flat_options_problem(argv: list[str]) -> str | None:
 
     from qidbm.legacy import LEGACY_KEYS, is_legacy, legacy_config_message
 
+    configs, flags = [], []
     for i, arg in enumerate(argv):
         name, _, inline = arg.partition("=")
         if name in ("-c", "--config") and (inline or i + 1 < len(argv)):
             path = Path(inline or argv[i + 1])
             try:
-                init_args = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("init_args") or {}
+                configs.append((path, (yaml.safe_load(path.read_text()) or {}).get("model") or {}))
             except (OSError, yaml.YAMLError, AttributeError):
                 continue  # LightningCLI reports unreadable configs itself
-            if isinstance(init_args, dict) and is_legacy(init_args):
-                return f"{path}: " + legacy_config_message(init_args)
         elif name.startswith("--model.init_args.") and name.split(".")[2] in LEGACY_KEYS - {"positive"}:
-            return (f"{name} is a flat training option of qidbm 0.1; the options are now objects (docs/training.md): "
-                    "e.g. --model.init_args.negative.init_args.sweeps 20 for cd_steps, "
-                    "--model.init_args.optimizer.init_args.lr 0.01 for lr")
+            flags.append(name)
+    modules = {str(m.get("class_path")) for _, m in configs if isinstance(m, dict) and m.get("class_path")}
+    if any(not c.endswith("BoltzmannModule") for c in modules):
+        return None  # another module (e.g. qidbm.nqs's VMCModule) has options of its own
+    for path, model in configs:
+        init_args = model.get("init_args") if isinstance(model, dict) else None
+        if isinstance(init_args, dict) and is_legacy(init_args):
+            return f"{path}: " + legacy_config_message(init_args)
+    if flags:
+        return (f"{flags[0]} is a flat training option of qidbm 0.1; the options are now objects (docs/training.md): "
+                "e.g. --model.init_args.negative.init_args.sweeps 20 for cd_steps, "
+                "--model.init_args.optimizer.init_args.lr 0.01 for lr")
     return None
 
 
@@ -323,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     reuse_freed_memory()
     _quiet_known_warnings()
     if argv and argv[0] == "sample":
-        from qidbm.sample import cmd_sample
+        from qidbm.commands.sample import cmd_sample
 
         return cmd_sample(argv[1:])
     if argv and argv[0] == "evaluate":
-        from qidbm.evaluate import cmd_evaluate
+        from qidbm.commands.evaluate import cmd_evaluate
 
         return cmd_evaluate(argv[1:])
     problem = _flat_options_problem(argv)

@@ -24,7 +24,7 @@ def fit_tiny(tmp_path, model):
     main(["fit", "--config", str(REPO / "configs/cpu/grbm/base.yaml"), "--config", str(REPO / f"configs/cpu/grbm/celeba32_{model}.yaml"),
           "--trainer.max_time", "null", "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(out),
           "--trainer.enable_progress_bar", "false", "--model.init_args.model.init_args.n_hidden", "8",
-          "--model.init_args.cd_steps", "2", "--model.init_args.lr", "0.003", "--data.init_args.root", str(root), "--data.init_args.download", "false",
+          "--model.init_args.negative.init_args.sweeps", "2", "--model.init_args.optimizer.init_args.lr", "0.003", "--data.init_args.root", str(root), "--data.init_args.download", "false",
           "--data.init_args.batch_size", "4"])
     ckpts = list(out.rglob("last.ckpt"))
     assert len(ckpts) == 1

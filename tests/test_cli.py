@@ -66,8 +66,8 @@ model:
     model:
       class_path: qidbm.models.QiDBM
       init_args: {{layer_sizes: [784, 16, 8], quantum_layers: [1]}}
-    quantum_step: exact
-    lr: 0.01
+    kernel: qidbm.samplers.ExactStep
+    optimizer: {{class_path: torch.optim.SGD, init_args: {{lr: 0.01}}}}
 data:
   class_path: qidbm.data.MNISTDataModule
   init_args: {{root: {root}, encoding: binary, batch_size: 40, download: false}}
@@ -146,8 +146,9 @@ def test_evaluate_prints_fid_and_ais(tiny_run, tmp_path, capsys):
 
 def test_sample_defaults_to_the_trained_protocol_and_prints_classes(tiny_run, tmp_path, capsys):
     cfg, out = tiny_run
-    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "1", "--model.init_args.negative_start", "noise",
-          "--model.init_args.cd_steps", "3", "--model.init_args.centering", "true"])
+    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "1", "--model.init_args.negative",
+          "qidbm.estimators.FromNoise", "--model.init_args.negative.sweeps", "3", "--model.init_args.centering",
+          "qidbm.lightning.centering.Centering"])
     capsys.readouterr()
     ckpt = out / "checkpoints" / "last.ckpt"
     assert main(["sample", "--ckpt", str(ckpt), "--num-samples", "12", "--out", str(tmp_path / "s")]) == 0

@@ -60,18 +60,41 @@ def _density(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"expected LO,HI with 0 <= LO <= HI <= 1 such as 0.3,0.7, got {text!r}") from None
 
 
-def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec:
-    """The :class:`SamplingSpec` of parsed :func:`add_sampling_arguments`: the options given, the rest
-    from the checkpoint's trained protocol (``hparams``: its training hyperparameters; ``gaussian_visible``:
-    the machine's visible units), else the defaults."""
-    base = trained_sampling(hparams, gaussian_visible) or SamplingSpec()
-    given = {k: getattr(args, k) for k in ("num_steps", "start", "output", "quantum_step", "matmul_precision",
-                                           "replica_betas", "replica_field_scales", "noise_density", "anneal_from")
-             if getattr(args, k, None) is not None}
+#: the sampling options that replace parts of a machine's default sampling: the fields of
+#: :class:`~qidbm.samplers.drawing.SamplingSpec` that ``qidbm sample``/``evaluate`` take as ``--num-steps``, ...
+#: and :func:`qidbm.sample`/:func:`qidbm.evaluate` as keyword arguments (``batch_size`` apart: it never changes
+#: the samples' distribution)
+SAMPLING_OPTIONS: tuple[str, ...] = ("num_steps", "start", "output", "quantum_step", "matmul_precision",
+                                     "replica_betas", "replica_field_scales", "noise_density", "anneal_from")
+
+
+def resolve_sampling(base: SamplingSpec | None, batch_size: int | None = None, **given) -> SamplingSpec:
+    """``base`` (a machine's default sampling; None: the :class:`SamplingSpec` defaults) with the
+    options in ``given`` (names from :data:`SAMPLING_OPTIONS`; None means "as in ``base``").
+
+    A start other than noise drops the base's noise density and annealing (both describe a noise start),
+    and a replica ladder drops the base's annealing, unless those are given too. ``batch_size``: chains
+    run at once (None: the base's).
+    """
+    unknown = sorted(set(given) - set(SAMPLING_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown sampling option(s) {unknown}; the options are {list(SAMPLING_OPTIONS)} and batch_size")
+    base = base or SamplingSpec()
+    given = {k: v for k, v in given.items() if v is not None}
     if given.get("start", "noise") != "noise" and "noise_density" not in given:
         given["noise_density"] = None  # a trained noise start's density does not apply to data starts
     if given.get("start", "noise") != "noise" and "anneal_from" not in given:
         given["anneal_from"] = 1.0  # nor does the trained annealing from noise
     if (given.get("replica_betas") or given.get("replica_field_scales")) and "anneal_from" not in given:
         given["anneal_from"] = 1.0  # a ladder replaces the trained annealing
-    return SamplingSpec(**{**asdict(base), **given, "batch_size": args.batch_size})
+    if batch_size is not None:
+        given["batch_size"] = batch_size
+    return SamplingSpec(**{**asdict(base), **given})
+
+
+def spec_from_arguments(args, hparams: dict | None, gaussian_visible: bool = False) -> SamplingSpec:
+    """The :class:`SamplingSpec` of parsed :func:`add_sampling_arguments`: the options given, the rest
+    from the checkpoint's trained protocol (``hparams``: its training hyperparameters; ``gaussian_visible``:
+    the machine's visible units), else the defaults (:func:`resolve_sampling`)."""
+    return resolve_sampling(trained_sampling(hparams, gaussian_visible), batch_size=args.batch_size,
+                            **{k: getattr(args, k, None) for k in SAMPLING_OPTIONS})
