@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from qidbm import fused, quantum
 from qidbm.fused import fused_kernels, fused_kernels_enabled
+from qidbm.estimators import Persistent
 from qidbm.lightning.module import BoltzmannModule
 from qidbm.models import QRBM
 from qidbm.quantum import qubit_draw_prob, qubit_log_partition, softplus
@@ -117,12 +118,10 @@ def test_fused_training_step_equals_the_eager_step():
     def step(flag: bool):
         torch.manual_seed(0)
         model = QRBM(20, 12, weight_std=0.5)
-        m = BoltzmannModule(model, cd_steps=1, negative_start="persistent", chain_seed=0,
-                            init_visible_bias=False, fused_kernels=flag)
-        m._generator = torch.Generator().manual_seed(0)
-        loss, _ = m.doem_loss(data)
+        m = BoltzmannModule(model, negative=Persistent(sweeps=1), chain_seed=0, init_visible=None, fused_kernels=flag)
+        loss, _ = m.loss(data)
         loss.backward()
-        return loss.detach(), [p.grad.clone() for p in model.parameters()], [c.clone() for c in m._chains]
+        return loss.detach(), [p.grad.clone() for p in model.parameters()], [c.clone() for c in m.chains]
 
     e_loss, e_grads, e_chains = step(False)
     c_loss, c_grads, c_chains = step(True)

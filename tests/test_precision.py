@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from qidbm.estimators import FromNoise, MeanField
 from qidbm.lightning.module import BoltzmannModule
 from qidbm.models import DBM, QiDBM
 from qidbm.precision import current_matmul_precision, layer_product, matmul_precision
@@ -88,10 +89,9 @@ def test_module_trains_with_bf16_products_and_float32_parameters():
     losses, grads = {}, {}
     for prec in ("float32", "bfloat16"):
         m = DBM([10, 6, 6])
-        mod = BoltzmannModule(m, cd_steps=3, negative_start="noise", positive="mean_field", matmul_precision=prec,
-                              init_visible_bias=False)
-        mod._generator = torch.Generator().manual_seed(0)
-        loss, _ = mod.doem_loss(v)
+        mod = BoltzmannModule(m, negative=FromNoise(3), positive=MeanField(), matmul_precision=prec,
+                              init_visible=None, chain_seed=0)
+        loss, _ = mod.loss(v)
         loss.backward()
         assert loss.dtype == torch.float32 and m.layer_weight(0).grad.dtype == torch.float32
         losses[prec] = loss.item()

@@ -20,7 +20,8 @@ import quality_curve  # noqa: E402
 def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, tmp_path):  # noqa: F811
     cfg, out = tiny_run
     main(["fit", "--config", str(cfg), "--trainer.max_time", "00:00:05:00", "--trainer.max_epochs", "2",
-          "--model.init_args.negative_start", "noise", "--model.init_args.cd_steps", "2",
+          "--model.init_args.negative", "qidbm.estimators.FromNoise",
+          "--model.init_args.negative.init_args.sweeps", "2",
           "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", str(out / "checkpoints"),
           "--trainer.callbacks.every_n_train_steps", "2", "--trainer.callbacks.save_top_k", "-1",
           "--trainer.callbacks.filename", "{step}"])

@@ -67,6 +67,9 @@ class NegativePhase(_Configurable):
         """The negative states for a batch ``v`` (its size sets the number of fresh chains)."""
         raise NotImplementedError
 
+    def check(self, model: BoltzmannMachine, kernel: BlockGibbsKernel) -> None:
+        """A clear error, at construction, when this estimator cannot serve ``model`` with ``kernel``."""
+
     def summed_layers(self, model: BoltzmannMachine) -> tuple[int, ...]:
         """Layers the loss sums out in closed form (default: the model's Rao-Blackwellised choice)."""
         return tuple(model.default_summed_layers())

@@ -82,10 +82,13 @@ class FromNoise(NegativePhase):
             annealing_betas(anneal_from, sweeps)  # validates it
         self.sweeps, self.density, self.anneal_from = sweeps, density, float(anneal_from)
 
-    def start(self, model: BoltzmannMachine, n: int, generator) -> State:
+    def check(self, model, kernel) -> None:
         if self.density is not None and model.gaussian_visible:
             raise ValueError("FromNoise(density=...) sets the start of binary visible units; a GRBM/QGRBM starts "
                              "from Gaussian noise: leave density unset")
+
+    def start(self, model: BoltzmannMachine, n: int, generator) -> State:
+        self.check(model, None)
         return model.random_state(n, generator, visible_density=None if self.density is None else tuple(self.density))
 
     @torch.no_grad()
@@ -142,7 +145,9 @@ class Persistent(NegativePhase):
             self._chains = model.random_state(n, generator)
         return _on(self._chains, v)
 
-    def _check_fused(self, model: BoltzmannMachine, kernel: BlockGibbsKernel) -> None:
+    def check(self, model, kernel) -> None:
+        if self.update != "fused":
+            return
         if model.quantum_layers and not isinstance(kernel, PaperStep):
             raise ValueError("Persistent(update='fused') draws quantum layers from the loss's fields, which is the "
                              "paper's step: use the PaperStep kernel, or update='sweep'")
@@ -154,7 +159,7 @@ class Persistent(NegativePhase):
     def sample(self, model, v, kernel, generator):
         state = self.current(model, v, generator)
         if self.update == "fused":
-            self._check_fused(model, kernel)
+            self.check(model, kernel)
             # the odd layers of the returned state are the previous ones (the loss sums them out);
             # after_loss draws their new values
             return kernel.run_half_sweeps(model, state, [0] + [1, 0] * (self.sweeps - 1), generator=generator)
@@ -243,6 +248,10 @@ class Mixture(NegativePhase):
             raise ValueError(f"Mixture: weight must be in (0, 1), or null to weigh every row alike; got {weight}")
         self.fresh, self.persistent, self.weight = fresh, persistent, weight
         self._num_fresh = 0
+
+    def check(self, model, kernel) -> None:
+        self.fresh.check(model, kernel)
+        self.persistent.check(model, kernel)
 
     @property
     def chains(self) -> State | None:

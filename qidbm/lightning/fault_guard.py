@@ -28,8 +28,26 @@ class NumericalFaultError(FloatingPointError):
         self.step = step
 
 
+def _negative_of(pl_module):
+    """The negative estimator of a :class:`~qidbm.lightning.BoltzmannModule` (it owns the persistent
+    chains), or None for other modules."""
+    from qidbm.estimators import NegativePhase
+
+    negative = getattr(pl_module, "negative", None)
+    return negative if isinstance(negative, NegativePhase) else None
+
+
+def _generator_of(pl_module) -> torch.Generator | None:
+    """The module's chain generator (a BoltzmannModule makes it on first use), or None."""
+    if _negative_of(pl_module) is None:
+        return None
+    gen = getattr(pl_module, "generator", None)
+    return gen if isinstance(gen, torch.Generator) else None
+
+
 def _chains_of(pl_module) -> list[tuple[str, Tensor]]:
-    chains = getattr(pl_module, "_chains", None)
+    negative = _negative_of(pl_module)
+    chains = None if negative is None else negative.chains
     if not chains:
         return []
     return [(f"persistent chains (layer {l})", c) for l, c in enumerate(chains) if isinstance(c, Tensor)]
@@ -112,14 +130,15 @@ class FaultGuard(L.Callback):
     @torch.no_grad()
     def _take_snapshot(self, trainer: L.Trainer, pl_module, before_step: int) -> None:
         # clones stay on the device: the copy is a device memcpy, no host round trip
-        gen = getattr(pl_module, "_generator", None)
+        gen = _generator_of(pl_module)
+        negative = _negative_of(pl_module)
+        chains = None if negative is None else negative.chains
         self._snapshot = {
             "step": before_step,  # the state that enters this global step
             "params": [p.detach().clone() for p in pl_module.parameters()],
             "buffers": [b.detach().clone() for b in pl_module.buffers()],
             "optimizers": [_clone_state(opt.state_dict()) for opt in trainer.optimizers],
-            "chains": None if getattr(pl_module, "_chains", None) is None
-            else [None if c is None else c.detach().clone() for c in pl_module._chains],
+            "chains": None if chains is None else [None if c is None else c.detach().clone() for c in chains],
             "generator": None if gen is None else gen.get_state(),
         }
 
@@ -136,9 +155,10 @@ class FaultGuard(L.Callback):
                 for g in opt.param_groups:
                     g["lr"] = g["lr"] * self.restore_lr_factor
         if s["chains"] is not None:
-            pl_module._chains = [None if c is None else c.clone() for c in s["chains"]]
-        if s["generator"] is not None and getattr(pl_module, "_generator", None) is not None:
-            pl_module._generator.set_state(s["generator"])
+            _negative_of(pl_module).chains = [None if c is None else c.clone() for c in s["chains"]]
+        gen = _generator_of(pl_module)
+        if s["generator"] is not None and gen is not None:
+            gen.set_state(s["generator"])
 
     # ---------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
@@ -222,7 +242,7 @@ class FaultGuard(L.Callback):
             extra = f" after {len(self.restores)} restores (max_restores={self.max_restores})"
         raise NumericalFaultError(
             f"numerical fault: {what} became NaN/Inf {where} (epoch {trainer.current_epoch}){extra}. "
-            "Lower the learning rate (model.init_args.lr or the optimizer's lr), clip gradients "
+            "Lower the learning rate (model.init_args.optimizer.init_args.lr), clip gradients "
             "(trainer.gradient_clip_val), check the data, or train with FaultGuard(on_fault='restore') "
             "to roll back to the last good state and go on; resume from the last good checkpoint with "
             "--ckpt_path last",

@@ -96,6 +96,7 @@ class BoltzmannModule(L.LightningModule):
         self.lr_schedule = build(lr_schedule, LRSchedule)
         self.centering = build(centering, Centering)
         self.init_visible = build(init_visible, DataInit)
+        self.negative.check(model, self.kernel)
         if self.init_visible is not None:
             self.init_visible.check(model)
         self.save_hyperparameters(ignore=["model"])
@@ -249,6 +250,13 @@ class BoltzmannModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt, lambda: self.global_step, max_steps)}
 
     # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``; a checkpoint of the flat options of qidbm 0.1 is upgraded first."""
+        from qidbm.lightning.module_state import upgraded_checkpoint
+
+        return super().load_from_checkpoint(upgraded_checkpoint(checkpoint_path), *args, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         from qidbm.lightning.module_state import save_state
 

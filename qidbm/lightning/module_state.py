@@ -5,11 +5,34 @@ resume restores it."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from qidbm.checkpoint import check_checkpoint, checkpoint_section
 
-__all__ = ["restore_state", "save_state"]
+__all__ = ["restore_state", "save_state", "upgraded_checkpoint"]
+
+
+def upgraded_checkpoint(path):
+    """``path``, or for a checkpoint of the flat options of qidbm 0.1 an in-memory copy whose
+    hyperparameters are the current ones (:func:`qidbm.legacy.upgrade_hparams`): Lightning builds the
+    module from them before any hook of the module runs."""
+    import io
+
+    from qidbm.checkpoint import read_checkpoint
+    from qidbm.legacy import is_legacy, upgrade_hparams
+
+    if not isinstance(path, (str, os.PathLike)):
+        return path
+    ckpt = read_checkpoint(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or not is_legacy(ckpt.get("hyper_parameters")):
+        return path
+    ckpt["hyper_parameters"] = upgrade_hparams(ckpt["hyper_parameters"])
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def save_state(module, checkpoint: dict) -> None:

@@ -97,8 +97,8 @@ def optimizer_settings(optimizers) -> list[list[dict[str, Any]]]:
 # module settings that a resume cannot change, and why
 _RESUME_NOTES = {
     "chain_seed": "not used: the sampling generator continues from the checkpoint's state",
-    "init_visible_bias": "not used: the parameters come from the checkpoint",
-    "num_chains": "applied: new persistent chains are drawn",
+    "init_visible": "not used: the parameters come from the checkpoint",
+    "negative": "applied: persistent chains of another number or estimator are drawn afresh",
 }
 
 
@@ -150,7 +150,7 @@ def apply_changed_settings_on_resume(trainer: L.Trainer, resume: dict, hparams: 
                         group[k] = tuple(new[k]) if isinstance(group.get(k), tuple) else new[k]
                     lines.append(f"{k}{where} {old[k]} -> {new[k]} (applied{note})")
     for k in sorted(set(old_hp) & set(hparams)):
-        if k.startswith("_") or k in ("lr", "momentum", "weight_decay") or _plain(old_hp[k]) == _plain(hparams[k]):
+        if k.startswith("_") or k in ("optimizer", "lr", "momentum", "weight_decay") or _plain(old_hp[k]) == _plain(hparams[k]):
             continue  # the optimizer's settings are compared above (the CLI's optimizer: section sets them there)
         lines.append(f"{k} {old_hp[k]!r} -> {hparams[k]!r} ({_RESUME_NOTES.get(k, 'applied')})")
     for k in sorted(set(hparams) - set(old_hp)) if old_hp and defaults else []:

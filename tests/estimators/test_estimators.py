@@ -56,10 +56,10 @@ def test_nonsense_combinations_cannot_be_built():
 
 
 def test_fused_persistent_refuses_what_it_cannot_do_instead_of_ignoring_it():
-    v = torch.bernoulli(torch.full((4, 6), 0.5))
-    m = BoltzmannModule(QRBM(6, 3), negative=Persistent(update="fused"), kernel=ExactStep())
     with pytest.raises(ValueError, match="PaperStep"):
-        m.loss(v)
+        BoltzmannModule(QRBM(6, 3), negative=Persistent(update="fused"), kernel=ExactStep())
+    with pytest.raises(ValueError, match="exactly the odd layers"):
+        BoltzmannModule(QiDBM([6, 4, 3], quantum_layers=[2]), negative=Persistent(update="fused"))
 
 
 def _gradient(module: BoltzmannModule, v: torch.Tensor) -> list[torch.Tensor]:

@@ -84,9 +84,20 @@ def test_the_cli_refuses_a_flat_config_with_the_new_form(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "flat training options" in err and "qidbm.estimators.FromNoise" in err and "sweeps: 20" in err
     assert main(["fit", "--config", str(cfg.parent / "missing.yaml"), "--model.init_args.cd_steps", "3"]) == 2
-    assert "--model.init_args.negative.init_args.sweeps" in capsys.readouterr().err
+    assert "--model.init_args.negative.sweeps" in capsys.readouterr().err
 
 
 def test_class_paths_are_not_mistaken_for_flat_options():
     assert not is_legacy({"positive": "qidbm.estimators.MeanField", "centering": "qidbm.lightning.centering.Centering"})
     assert is_legacy({"positive": "mean_field"})
+
+
+def test_lightning_load_from_checkpoint_upgrades_a_flat_checkpoint():
+    from qidbm.lightning import BoltzmannModule
+    from qidbm.models import QiDBM
+
+    path = next(p for p in SHIPPED if p.stem == "qidbm_mnist_binary")
+    module = BoltzmannModule.load_from_checkpoint(path, model=QiDBM([784, 498, 498], quantum_layers=[1]))
+    assert isinstance(module.negative, Mixture) and module.negative.fresh.density == [0.2, 0.8]
+    raw = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert module.sampling() == flat_trained_sampling(raw, False)

@@ -128,8 +128,9 @@ def test_offsets_move_towards_batch_means_and_start_at_half():
 
 def test_gaussian_visible_units_center_the_hidden_layer_only():
     from qidbm.lightning import BoltzmannModule
+    from qidbm.lightning.centering import Centering
 
-    BoltzmannModule(GRBM(4, 3), centering=True)  # accepted
+    BoltzmannModule(GRBM(4, 3), centering=Centering())  # accepted
     offs = initial_offsets(GRBM(4, 3), torch.tensor([0.1, 0.2, 0.3, 0.4]))
     assert torch.equal(offs[0], torch.zeros(4)) and torch.equal(offs[1], torch.full((3,), 0.5))
     # a visible offset given for Gaussian units is taken as 0: the same transform as with zeros

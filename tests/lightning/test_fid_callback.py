@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from qidbm.data import MNISTDataModule
+from qidbm.estimators import FromNoise
 from qidbm.lightning import BoltzmannModule, FIDCallback
 from qidbm.models import QiDBM
 from tests.test_cli import FID_WEIGHTS, make_tiny_mnist
@@ -67,8 +68,8 @@ def test_callbacks_draw_from_the_noise_start_and_annealing_they_are_given():
 
 
 def test_callbacks_follow_the_modules_annealing_unless_told():
-    """Left at None, a grid anneals from the module's noise_anneal (what `qidbm sample` draws); a given
-    anneal_from wins; a module without annealing is drawn plainly."""
+    """Left at None, a grid anneals as the module's FromNoise(anneal_from=...) does (what `qidbm sample`
+    draws); a given anneal_from wins; a module without annealing is drawn plainly."""
     import dataclasses
 
     from qidbm.lightning import SampleGrid
@@ -78,8 +79,8 @@ def test_callbacks_follow_the_modules_annealing_unless_told():
 
     torch.manual_seed(0)
     model = RBM(12, 6, weight_std=1.0)
-    annealed = BoltzmannModule(model, negative_start="noise", cd_steps=5, noise_anneal=0.2)
-    plain = BoltzmannModule(model, negative_start="noise", cd_steps=5)
+    annealed = BoltzmannModule(model, negative=FromNoise(5, anneal_from=0.2))
+    plain = BoltzmannModule(model, negative=FromNoise(5))
 
     def reference(anneal_from):
         spec = dataclasses.replace(SampleGrid(num_steps=5).spec, anneal_from=anneal_from)
@@ -107,8 +108,8 @@ def test_callbacks_read_samples_out_as_the_module_says_unless_told():
 
     torch.manual_seed(0)
     model = GRBM(12, 6, weight_std=1.0)
-    local = BoltzmannModule(model, negative_start="noise", cd_steps=5, sample_output="local_mode")
-    plain = BoltzmannModule(model, negative_start="noise", cd_steps=5)
+    local = BoltzmannModule(model, negative=FromNoise(5), sample_output="local_mode")
+    plain = BoltzmannModule(model, negative=FromNoise(5))
 
     def reference(output):
         spec = dataclasses.replace(SampleGrid(num_steps=5).spec, output=output)
@@ -125,7 +126,7 @@ def test_callbacks_read_samples_out_as_the_module_says_unless_told():
     assert torch.equal(grid(given, local), reference("mean"))
     assert torch.equal(grid(follows, plain), reference("mean"))
     with pytest.raises(ValueError, match="sample_output must be one of"):
-        BoltzmannModule(model, negative_start="noise", sample_output="mode")
+        BoltzmannModule(model, negative=FromNoise(), sample_output="mode")
 
 
 def test_reference_split_is_checked_and_kept():

@@ -1,12 +1,15 @@
 """The default optimizer's schedule: the factor's formula, the rates a fit runs at, resume, errors."""
 
+import functools
+
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from qidbm.estimators import FromData
 from qidbm.lightning import BoltzmannModule
-from qidbm.lightning.lr_schedule import check_cooldown, lr_factor
+from qidbm.lightning.lr_schedule import LRSchedule, check_cooldown, lr_factor
 from qidbm.models import RBM
 from tests.lightning.test_module import bars_and_stripes_2x2, trainer
 
@@ -44,7 +47,9 @@ def _fit(tmp_path, max_steps, cooldown=0, ckpt_path=None, **kw):
     torch.manual_seed(0)
     pats, _ = bars_and_stripes_2x2()
     dl = DataLoader(TensorDataset(pats.repeat(10, 1).float()), batch_size=6, drop_last=True)  # 10 batches an epoch
-    module = BoltzmannModule(RBM(4, 3), negative_start="data", lr=0.1, momentum=0.5, lr_cooldown_steps=cooldown, **kw)
+    sgd = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.5)
+    module = BoltzmannModule(RBM(4, 3), negative=FromData(), optimizer=sgd,
+                             lr_schedule=LRSchedule(cooldown_steps=cooldown) if cooldown else None, **kw)
     rec = _RecordLR()
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, save_top_k=0)
     trainer(tmp_path, max_steps=max_steps, enable_checkpointing=True, callbacks=[rec, ckpt]).fit(module, dl, ckpt_path=ckpt_path)
@@ -72,10 +77,12 @@ def test_a_cooldown_added_on_resume_counts_from_the_trainers_step(tmp_path):
 
 
 def test_cooldown_settings_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="lr_cooldown_steps must be an integer"):
-        BoltzmannModule(RBM(4, 3), lr_cooldown_steps=-1)
-    with pytest.raises(ValueError, match="lr_cooldown_steps must be an integer"):
-        BoltzmannModule(RBM(4, 3), lr_cooldown_steps=2.5)
+    with pytest.raises(ValueError, match="cooldown_steps must be an integer"):
+        LRSchedule(cooldown_steps=-1)
+    with pytest.raises(ValueError, match="cooldown_steps must be an integer"):
+        LRSchedule(cooldown_steps=2.5)
+    with pytest.raises(ValueError, match="decay must be >= 0"):
+        LRSchedule(decay=-0.1)
     with pytest.raises(ValueError, match="set trainer.max_steps"):
         _fit(tmp_path, -1, cooldown=6)
 
@@ -84,7 +91,7 @@ def test_a_schedule_of_the_default_sgd_with_another_optimizer_is_an_error(tmp_pa
     # LightningCLI's optimizer: section patches configure_optimizers on the instance; the module's own
     # schedule would then be dropped without a word
     pats, _ = bars_and_stripes_2x2()
-    module = BoltzmannModule(RBM(4, 3), negative_start="data", lr_cooldown_steps=2)
+    module = BoltzmannModule(RBM(4, 3), negative=FromData(), lr_schedule=LRSchedule(cooldown_steps=2))
     module.configure_optimizers = lambda: torch.optim.Adam(module.parameters(), lr=1e-3)
-    with pytest.raises(ValueError, match="--lr_scheduler"):
+    with pytest.raises(ValueError, match="lr_scheduler: section"):
         trainer(tmp_path, max_steps=4).fit(module, DataLoader(TensorDataset(pats.float()), batch_size=3))

@@ -1,5 +1,6 @@
 """The DO-EM/CD Lightning module: gradients, learning, checkpoints, resume, DDP."""
 
+import functools
 import math
 import os
 
@@ -8,8 +9,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from qidbm.estimators import (
+    ClampedGibbs, FromData, FromNoise, MeanField, Mixture, Persistent, TaniguchiChains,
+    TemperedPersistent,
+)
 from qidbm.models import DBM, GRBM, QRBM, RBM, QiDBM
 from qidbm.lightning import BoltzmannModule
+from qidbm.lightning.centering import Centering
+from qidbm.lightning.data_init import DataInit
+from qidbm.samplers import ExactStep
 from qidbm.samplers.chain import ChainStats
 from tests.dense import bits
 
@@ -100,17 +108,21 @@ def test_qidbm_loss_gradient_and_finite_differences():
             assert (up - down) / (2 * eps) == pytest.approx(grads[name].view(-1)[i].item(), abs=1e-7), name
 
 
+def sgd(lr, momentum=0.0):
+    return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum)
+
+
 @pytest.mark.parametrize(
-    "negative_start,lr,momentum,bound",
+    "negative,lr,momentum,bound",
     # CD-5 from the data learns fast; PCD needs a small step size to keep its chains mixing.
-    [("data", 0.3, 0.8, 0.3), ("persistent", 0.1, 0.5, 0.85)],
+    [(lambda: FromData(5), 0.3, 0.8, 0.3), (lambda: Persistent(sweeps=5), 0.1, 0.5, 0.85)], ids=["data", "persistent"],
 )
-def test_tiny_qrbm_learns_bars_and_stripes(tmp_path, negative_start, lr, momentum, bound):
+def test_tiny_qrbm_learns_bars_and_stripes(tmp_path, negative, lr, momentum, bound):
     torch.manual_seed(0)
     pats, target = bars_and_stripes_2x2()
     data = pats.repeat(100, 1).float()
     model = QRBM(4, 6, transverse_field_init=0.5, weight_std=0.5)
-    module = BoltzmannModule(model, cd_steps=5, negative_start=negative_start, lr=lr, momentum=momentum, chain_seed=0)
+    module = BoltzmannModule(model, negative=negative(), optimizer=sgd(lr, momentum), chain_seed=0)
     kl0 = exact_kl(model, target)
     dl = DataLoader(TensorDataset(data), batch_size=60, shuffle=True, drop_last=True)
     trainer(tmp_path, max_epochs=60).fit(module, dl)
@@ -122,8 +134,9 @@ def test_dbm_positive_phase_and_local_mode_run(tmp_path):
     torch.manual_seed(0)
     pats, _ = bars_and_stripes_2x2()
     dl = DataLoader(TensorDataset(pats.repeat(20, 1).float()), batch_size=20, drop_last=True)
-    for model, start, pos in ((DBM([4, 3, 2]), "local_mode", "gibbs"), (QiDBM([4, 3, 2], [1]), "data", "mean_field")):
-        module = BoltzmannModule(model, negative_start=start, positive=pos, lr=0.05)
+    for model, neg, pos in ((DBM([4, 3, 2]), TaniguchiChains(), ClampedGibbs()),
+                            (QiDBM([4, 3, 2], [1]), FromData(), MeanField())):
+        module = BoltzmannModule(model, negative=neg, positive=pos, optimizer=sgd(0.05))
         trainer(tmp_path, max_steps=5).fit(module, dl)
         assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -133,8 +146,8 @@ def _fit_with_checkpoints(tmp_path, max_epochs, ckpt_path=None, name="run"):
     pats, _ = bars_and_stripes_2x2()
     # a fixed order: the data modules of qidbm.data reshuffle by epoch number, so they resume too
     dl = DataLoader(TensorDataset(pats.repeat(20, 1).float()[torch.randperm(120)]), batch_size=30, drop_last=True)
-    module = BoltzmannModule(QiDBM([4, 3, 2], [1]), negative_start="persistent", cd_steps=2, quantum_step="exact",
-                             lr=0.05, momentum=0.9, chain_seed=3)
+    module = BoltzmannModule(QiDBM([4, 3, 2], [1]), negative=Persistent(sweeps=2), kernel=ExactStep(),
+                             optimizer=sgd(0.05, 0.9), chain_seed=3)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, save_last=True, save_top_k=0)
     t = trainer(tmp_path, max_epochs=max_epochs, enable_checkpointing=True, callbacks=[ckpt])
     t.fit(module, dl, ckpt_path=ckpt_path)
@@ -146,11 +159,11 @@ def test_resume_restores_chains_optimizer_and_rng(tmp_path):
     half, last = _fit_with_checkpoints(tmp_path, 2, name="half")
     ck = torch.load(last, weights_only=True)
     saved = ck["qidbm"]["chains_per_rank"][0]
-    assert saved is not None and torch.equal(saved[0], half._chains[0].cpu())
+    assert saved is not None and torch.equal(saved[0], half.chains[0].cpu())
     resumed, _ = _fit_with_checkpoints(tmp_path, 4, ckpt_path=last, name="half")
     for (n, a), b in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), n
-    for a, b in zip(straight._chains, resumed._chains):
+    for a, b in zip(straight.chains, resumed.chains):
         assert torch.equal(a, b)
 
 
@@ -173,7 +186,7 @@ class _RecordParams(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         flat = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
-        torch.save({"params": flat, "chains": [c.cpu() for c in pl_module._chains], "steps": trainer.global_step},
+        torch.save({"params": flat, "chains": [c.cpu() for c in pl_module.chains], "steps": trainer.global_step},
                    os.path.join(self.out, f"rank{trainer.global_rank}.pt"))
 
 
@@ -181,7 +194,7 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
     torch.manual_seed(0)
     pats, _ = bars_and_stripes_2x2()
     dl = DataLoader(TensorDataset(pats.repeat(40, 1).float()), batch_size=20, shuffle=True, drop_last=True)
-    module = BoltzmannModule(QiDBM([4, 3, 2], [1]), negative_start="persistent", lr=0.05, chain_seed=0)
+    module = BoltzmannModule(QiDBM([4, 3, 2], [1]), negative=Persistent(), optimizer=sgd(0.05), chain_seed=0)
     t = trainer(tmp_path, max_steps=4, devices=2, strategy="ddp_spawn", callbacks=[_RecordParams(str(tmp_path))])
     t.fit(module, dl)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
@@ -194,10 +207,14 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
 def test_module_rejects_bad_arguments():
     with pytest.raises(TypeError, match="BoltzmannMachine"):
         BoltzmannModule(torch.nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="cd_steps"):
-        BoltzmannModule(RBM(3, 2), cd_steps=0)
-    with pytest.raises(ValueError, match="negative_start"):
-        BoltzmannModule(RBM(3, 2), negative_start="random")
+    with pytest.raises(ValueError, match="sweeps must be an integer >= 1"):
+        BoltzmannModule(RBM(3, 2), negative=FromData(0))
+    with pytest.raises(TypeError, match="expected a NegativePhase"):
+        BoltzmannModule(RBM(3, 2), negative="random")
+    with pytest.raises(TypeError, match="is not a NegativePhase"):
+        BoltzmannModule(RBM(3, 2), negative={"class_path": "qidbm.estimators.MeanField", "init_args": {}})
+    with pytest.raises(ValueError, match="matmul_precision"):
+        BoltzmannModule(RBM(3, 2), matmul_precision="float16")
 
 
 def test_exported_checkpoint_samples_without_data(tmp_path):
@@ -259,13 +276,12 @@ def test_pcd_chains_drawn_from_free_energy_fields_have_the_right_stationary_law(
     data = torch.rand(8, 3, dtype=torch.float64).round()
     pvals, fused_counts = [], 0
     for r in range(2):
-        module = BoltzmannModule(m, negative_start="persistent", num_chains=4000, chain_seed=100 + r, persistent_update="fused")
-        assert module._reuses_free_energy_fields
-        assert not BoltzmannModule(m)._reuses_free_energy_fields  # opt-in
-        module.on_fit_start()
+        module = BoltzmannModule(m, negative=Persistent(4000, update="fused"), chain_seed=100 + r)
+        assert module.negative.update == "fused"
+        assert BoltzmannModule(m).negative.update == "sweep"  # opt-in
         for _ in range(40):
-            module.doem_loss(data)
-        counts = visible_counts(module._chains[0], 3)
+            module.loss(data)
+        counts = visible_counts(module.chains[0], 3)
         fused_counts = fused_counts + counts
         if target is not None:
             pvals.append(chi2_pvalue(counts, target))
@@ -287,7 +303,7 @@ def test_fixed_variance_stays_at_its_data_value_while_the_rest_trains(tmp_path, 
     torch.manual_seed(0)
     x = torch.randn(64, 6, dtype=torch.float64) * torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
     model = getattr(models, cls)(6, 3, learn_variance=False).double()
-    module = BoltzmannModule(model, cd_steps=2, negative_start="noise", lr=0.05, momentum=0.9, chain_seed=0)
+    module = BoltzmannModule(model, negative=FromNoise(2), optimizer=sgd(0.05, 0.9), chain_seed=0)
     w0 = model.weight.detach().clone()
     dm = L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16)
     trainer(tmp_path, max_steps=5).fit(module, datamodule=dm)
@@ -305,11 +321,11 @@ def test_centered_gaussian_machines_center_the_hidden_layer_only(tmp_path, cls):
     torch.manual_seed(0)
     x = torch.randn(64, 6) + 2.0  # a visible mean far from 0: it must not become an offset
     model = getattr(models, cls)(6, 3, learn_variance=False)
-    module = BoltzmannModule(model, cd_steps=2, negative_start="noise", lr=0.05, momentum=0.9, chain_seed=0,
-                             centering=True, centering_rate=0.5)
+    module = BoltzmannModule(model, negative=FromNoise(2), optimizer=sgd(0.05, 0.9), chain_seed=0,
+                             centering=Centering(0.5))
     dm = L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16)
     trainer(tmp_path, max_steps=4).fit(module, datamodule=dm)
-    vis, hid = module._offsets
+    vis, hid = module.centering.offsets
     assert torch.equal(vis, torch.zeros(6))
     assert not torch.allclose(hid, torch.full((3,), 0.5))  # follows the hidden means
     assert torch.isfinite(model.weight).all()
@@ -320,19 +336,20 @@ def test_visible_variance_scale_sets_the_variances_to_a_fraction_of_the_datas(tm
     torch.manual_seed(0)
     x = torch.randn(64, 6, dtype=torch.float64) * torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
     model = GRBM(6, 3, learn_variance=learn).double()
-    module = BoltzmannModule(model, cd_steps=2, negative_start="noise", lr=0.05, chain_seed=0, visible_variance_scale=0.25)
-    module._init_visible_from_data(L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16))
+    module = BoltzmannModule(model, negative=FromNoise(2), optimizer=sgd(0.05), chain_seed=0,
+                             init_visible=DataInit(variance_scale=0.25))
+    dm = L.LightningDataModule.from_datasets(train_dataset=TensorDataset(x), batch_size=16)
+    module.init_visible(module.model, dm.train_dataloader())
     var = x.var(0)
     torch.testing.assert_close(model.log_variance.detach(), torch.log(0.25 * var.clamp_min(var.mean())))
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(visible_variance_scale=0.0), "positive number"),
-                                           (dict(visible_variance_scale=float("nan")), "positive number")])
-def test_visible_variance_scale_rejects_what_it_cannot_scale(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        BoltzmannModule(GRBM(4, 3), **kwargs)
+@pytest.mark.parametrize("scale", [0.0, float("nan")])
+def test_visible_variance_scale_rejects_what_it_cannot_scale(scale):
+    with pytest.raises(ValueError, match="positive number"):
+        DataInit(variance_scale=scale)
     with pytest.raises(ValueError, match="Gaussian visible units"):
-        BoltzmannModule(RBM(4, 3), visible_variance_scale=0.5)
+        BoltzmannModule(RBM(4, 3), init_visible=DataInit(variance_scale=0.5))
 
 
 def test_fixed_variance_needs_gaussian_visible_units():
@@ -340,71 +357,71 @@ def test_fixed_variance_needs_gaussian_visible_units():
         QRBM(4, 3, learn_variance=False)
 
 
+def negatives(module, v):
+    return module.negative.sample(module.model, v, module.kernel, module.generator)
+
+
 def test_noise_and_persistent_negatives_carry_the_persistent_rows_and_redraw_the_noise_rows():
     torch.manual_seed(0)
-    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=1, negative_start="noise_and_persistent", num_chains=5)
+    module = BoltzmannModule(RBM(4, 3).double(), negative=Mixture(FromNoise(1), Persistent(5)))
     v = bits(4)[:8].double()
-    first, _ = module._negative_chains(v)
-    assert first[0].shape == (13, 4) and torch.equal(module._chains[0], first[0][8:])
-    kept = [x.clone() for x in module._chains]
+    first, _ = negatives(module, v)
+    assert first[0].shape == (13, 4) and torch.equal(module.chains[0], first[0][8:])
+    kept = [x.clone() for x in module.chains]
     # with a kernel that does not move, the next negatives are fresh noise rows + the stored chains
     module.kernel.run = lambda m, state, k, **kw: (state, ChainStats())
-    second, _ = module._negative_chains(v)
+    second, _ = negatives(module, v)
     assert torch.equal(second[0][8:], kept[0]) and torch.equal(second[1][8:], kept[1])
     assert not torch.equal(second[0][:8], first[0][:8])
-    _, terms = module.doem_loss(v)
+    _, terms = module.loss(v)
     assert torch.allclose(terms["free_energy_data"], module.model.free_energy(v).mean())
 
 
 def test_persistent_weight_mixes_the_noise_and_persistent_means():
     torch.manual_seed(0)
-    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=1, negative_start="noise_and_persistent", num_chains=5,
-                             persistent_weight=0.2)
+    module = BoltzmannModule(RBM(4, 3).double(), negative=Mixture(FromNoise(1), Persistent(5), weight=0.2))
     v = bits(4)[:8].double()
-    neg, _ = module._negative_chains(v)
-    module._negative_chains = lambda v: (neg, ChainStats())
-    loss, terms = module.doem_loss(v)
+    neg, _ = negatives(module, v)
+    module.negative.sample = lambda *args: (neg, ChainStats())  # the same negatives again
+    loss, terms = module.loss(v)
     f = module.model.free_energy
     f_neg = 0.8 * f(neg[0][:8]).mean() + 0.2 * f(neg[0][8:]).mean()  # 8 noise rows, then 5 persistent
     assert torch.allclose(terms["free_energy_model"], f_neg) and torch.allclose(loss, f(v).mean() - f_neg)
     assert not torch.allclose(f_neg, f(neg[0]).mean())  # not the per-row mean
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"negative_start": "persistent", "persistent_weight": 0.5}, "noise_and_persistent"),
-    ({"negative_start": "noise_and_persistent", "persistent_weight": 1.0}, r"in \(0, 1\)"),
-])
-def test_persistent_weight_rejects_what_it_cannot_weigh(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        BoltzmannModule(RBM(4, 3), **kwargs)
+@pytest.mark.parametrize("weight", [0.0, 1.0, -0.5])
+def test_persistent_weight_rejects_what_it_cannot_weigh(weight):
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        Mixture(FromNoise(1), Persistent(5), weight=weight)
 
 
 def test_noise_density_starts_the_noise_rows_and_nothing_else():
     torch.manual_seed(0)
-    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=1, negative_start="noise_and_persistent", num_chains=5,
-                             noise_density=[0.0, 0.0])
+    module = BoltzmannModule(RBM(4, 3).double(), negative=Mixture(FromNoise(1, density=[0.0, 0.0]), Persistent(5)))
     module.kernel.run = lambda m, state, k, **kw: (state, ChainStats())  # a kernel that does not move
-    neg, _ = module._negative_chains(bits(4)[:8].double())
+    neg, _ = negatives(module, bits(4)[:8].double())
     assert torch.equal(neg[0][:8], torch.zeros(8, 4))  # the noise rows start empty
     assert neg[0][8:].sum() > 0  # the persistent chains start as uniform noise
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"negative_start": "persistent", "noise_density": [0.3, 0.7]}, "noise-started negative rows"),
-    ({"negative_start": "noise", "noise_density": [0.7, 0.3]}, "start density range"),
-])
-def test_noise_density_rejects_what_it_cannot_start(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        BoltzmannModule(RBM(4, 3), **kwargs)
-    with pytest.raises(ValueError, match="noise-started negative rows"):
-        BoltzmannModule(GRBM(4, 3), negative_start="noise", noise_density=[0.3, 0.7])
+def test_noise_density_rejects_what_it_cannot_start():
+    with pytest.raises(ValueError, match="start density range"):
+        FromNoise(2, density=[0.7, 0.3])
+    with pytest.raises(TypeError):
+        Persistent(5, density=[0.3, 0.7])  # only noise-started rows have a start density
+    # Gaussian visible units start from Gaussian noise: refused when the module is built
+    with pytest.raises(ValueError, match="leave density unset"):
+        BoltzmannModule(GRBM(4, 3), negative=FromNoise(2, density=[0.3, 0.7]))
 
 
 def test_noise_and_persistent_machines_sample_as_noise_trained_ones():
     from qidbm.samplers.drawing import trained_sampling
 
-    spec = trained_sampling({"negative_start": "noise_and_persistent", "cd_steps": 20})
+    module = BoltzmannModule(RBM(4, 3), negative=Mixture(FromNoise(20), Persistent(5)))
+    spec = trained_sampling(dict(module.hparams))
     assert (spec.start, spec.num_steps, spec.output) == ("noise", 20, "sample")
+    assert module.sampling() == spec
 
 
 def test_tempered_persistent_chains_draw_the_exact_distribution_and_keep_their_replicas():
@@ -416,30 +433,30 @@ def test_tempered_persistent_chains_draw_the_exact_distribution_and_keep_their_r
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, dtype=p.dtype) * 1.5)
-    module = BoltzmannModule(model, cd_steps=30, negative_start="persistent", num_chains=4000,
-                             persistent_betas=[1.0, 0.6, 0.3])
-    module._generator = torch.Generator().manual_seed(1)
+    module = BoltzmannModule(model, negative=TemperedPersistent([1.0, 0.6, 0.3], num_chains=4000, sweeps=30),
+                             chain_seed=1)
     v = bits(3)[:8].double()
-    neg, neg_stats = module._negative_chains(v)
-    assert neg[0].shape == (4000, 3) and neg[0] is module._chains[0]
-    assert len(module._hot_chains) == 2 and module._hot_chains[0][0].shape == (4000, 3)
+    neg, neg_stats = negatives(module, v)
+    assert neg[0].shape == (4000, 3) and neg[0] is module.chains[0]
+    hot = module.negative._hot  # the hotter replicas, kept across steps (internal)
+    assert len(hot) == 2 and hot[0][0].shape == (4000, 3)
     assert chi2_pvalue(visible_counts(neg[0], 3), dense_marginal(model, [0])) > 1e-3
     assert set(neg_stats.swap_rates()) == {0, 1}
     # noise_and_persistent: the noise rows first, then the tempered persistent rows
-    module = BoltzmannModule(RBM(4, 3).double(), cd_steps=2, negative_start="noise_and_persistent", num_chains=5,
-                             persistent_betas=[1.0, 0.5])
-    module._generator = torch.Generator().manual_seed(2)
-    neg, _ = module._negative_chains(bits(4)[:8].double())
-    assert neg[0].shape == (13, 4) and torch.equal(neg[0][8:], module._chains[0])
-    _, terms = module.doem_loss(bits(4)[:8].double())
+    module = BoltzmannModule(RBM(4, 3).double(), negative=Mixture(FromNoise(2), TemperedPersistent([1.0, 0.5], 5, 2)),
+                             chain_seed=2)
+    neg, _ = negatives(module, bits(4)[:8].double())
+    assert neg[0].shape == (13, 4) and torch.equal(neg[0][8:], module.chains[0])
+    _, terms = module.loss(bits(4)[:8].double())
     assert "swap_rate/pair0" in terms
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"negative_start": "noise", "persistent_betas": [1.0, 0.5]}, "tempers persistent chains"),
-    ({"negative_start": "persistent", "persistent_update": "fused", "persistent_betas": [1.0, 0.5]}, "tempers persistent"),
-    ({"negative_start": "persistent", "persistent_betas": [0.9, 0.5]}, "first beta must be 1"),
-])
-def test_persistent_betas_reject_what_they_cannot_temper(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        BoltzmannModule(RBM(4, 3), **kwargs)
+def test_persistent_betas_reject_what_they_cannot_temper():
+    with pytest.raises(ValueError, match="first beta must be 1"):
+        TemperedPersistent([0.9, 0.5])
+    with pytest.raises(ValueError, match="at least two betas"):
+        TemperedPersistent([1.0])
+    with pytest.raises(TypeError):
+        TemperedPersistent([1.0, 0.5], update="fused")  # tempered chains are advanced by sweeps only
+    with pytest.raises(TypeError):
+        FromNoise(2, betas=[1.0, 0.5])  # fresh noise rows have no replicas to temper

@@ -36,9 +36,10 @@ model:
     model:
       class_path: qidbm.models.QiDBM
       init_args: {{layer_sizes: [784, 16, 8], quantum_layers: [1]}}
-    quantum_step: exact
-    lr: 0.05
-    momentum: 0.5
+    kernel: qidbm.samplers.ExactStep
+    optimizer:
+      class_path: torch.optim.SGD
+      init_args: {{lr: 0.05, momentum: 0.5}}
 data:
   class_path: qidbm.data.MNISTDataModule
   init_args: {{root: {root}, encoding: binary, batch_size: {batch_size}, download: false, cache_dir: {root}/cache}}

@@ -42,8 +42,8 @@ class DumpState(L.Callback):
         os.makedirs(self.out, exist_ok=True)
         torch.save({
             "params": {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()},
-            "chains": None if pl_module._chains is None else [c.cpu() for c in pl_module._chains],
-            "generator": pl_module._generator.get_state(),
+            "chains": None if pl_module.chains is None else [c.cpu() for c in pl_module.chains],
+            "generator": pl_module.generator.get_state(),
             "optimizer": trainer.optimizers[0].state_dict(),
             "global_step": trainer.global_step,
             "batch_idx": trainer.fit_loop.epoch_loop.batch_progress.current.completed,

@@ -40,16 +40,25 @@ def tiny(tmp_path_factory):
 
 # ---------------------------------------------------------------- config
 @pytest.mark.parametrize("args,name", [
-    (["--model.init_args.learning_rate", "0.1"], "learning_rate"),        # unknown key
-    (["--model.init_args.cd_steps", "many"], "cd_steps"),                 # ill-typed value
+    (["--model.init_args.learning_rate", "0.1"], "learning_rate"),                         # unknown key
+    (["--model.init_args.negative", "qidbm.estimators.FromData",
+      "--model.init_args.negative.init_args.sweeps", "many"], "sweeps"),                   # ill-typed value
     (["--trainer.max_epochs", "two"], "max_epochs"),
-    (["--model.init_args.negative_start", "random"], "negative_start"),   # not one of the choices
+    (["--model.init_args.matmul_precision", "float16"], "matmul_precision"),                # not one of the choices
+    (["--model.init_args.negative", "random"], "negative"),                                # not an estimator
 ])
 def test_unknown_or_ill_typed_config_key(tiny, capsys, args, name):
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", str(tiny["cfg"]), *args])
     assert e.value.code != 0
     assert name in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--model.init_args.cd_steps", "20"], ["--model.init_args.negative_start", "noise"]])
+def test_flat_option_of_the_old_module_says_what_replaced_it(tiny, capsys, args):
+    assert main(["fit", "--config", str(tiny["cfg"]), *args]) == 2
+    err = capsys.readouterr().err
+    assert "flat training option" in err and "--model.init_args.negative.sweeps" in err
 
 
 @pytest.mark.parametrize("layers,quantum,match", [
@@ -67,7 +76,7 @@ def test_adjacent_quantum_layers_or_quantum_visible_layer(tiny, layers, quantum,
 def _fit_on(x, model, tmp_path):
     t = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                   enable_model_summary=False, default_root_dir=str(tmp_path))
-    t.fit(BoltzmannModule(model, init_visible_bias=False), DataLoader(TensorDataset(x), batch_size=8))
+    t.fit(BoltzmannModule(model, init_visible=None), DataLoader(TensorDataset(x), batch_size=8))
 
 
 @pytest.mark.parametrize("make,match", [
@@ -185,24 +194,36 @@ def test_evaluate_with_missing_fid_weights(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------- module arguments, checked at construction
-@pytest.mark.parametrize("key,value,match", [
-    ("lr", "-0.1", r"lr must be a positive finite number .*got -0\.1"),
-    ("num_chains", "0", r"num_chains must be a positive integer .*or null to use one chain per batch row; got 0"),
-    ("num_chains", "-3", r"num_chains must be a positive integer .*got -3"),
-    ("positive_steps", "0", r"positive_steps must be an integer >= 1 .*got 0"),
-    ("positive_steps", "-2", r"positive_steps must be an integer >= 1 .*got -2"),
+@pytest.mark.parametrize("key,cls,value,match", [
+    ("negative", "Persistent", ("num_chains", "0"),
+     r"num_chains must be a positive integer .*or null for one chain per batch row; got 0"),
+    ("negative", "Persistent", ("num_chains", "-3"), r"num_chains must be a positive integer .*got -3"),
+    ("negative", "FromNoise", ("sweeps", "0"), r"sweeps must be an integer >= 1 .*got 0"),
+    ("positive", "ClampedGibbs", ("steps", "0"), r"ClampedGibbs needs an integer number of steps >= 1 .*got 0"),
+    ("positive", "ClampedGibbs", ("steps", "-2"), r"ClampedGibbs needs an integer number of steps >= 1 .*got -2"),
 ])
-def test_bad_module_arguments_fail_at_construction(tiny, key, value, match):
+def test_bad_module_arguments_fail_at_construction(tiny, key, cls, value, match):
     with pytest.raises(ValueError, match=match):
-        main(["fit", "--config", str(tiny["cfg"]), f"--model.init_args.{key}", value])
+        main(["fit", "--config", str(tiny["cfg"]), f"--model.init_args.{key}", f"qidbm.estimators.{cls}",
+              f"--model.init_args.{key}.init_args.{value[0]}", value[1]])
+
+
+def test_bad_learning_rate_fails_before_the_first_step(tiny, tmp_path):
+    # torch's own check, when the optimizer is made on the parameters
+    with pytest.raises(ValueError, match=r"Invalid learning rate: -0\.1"):
+        main(["fit", "--config", str(tiny["cfg"]), "--model.init_args.optimizer.init_args.lr", "-0.1",
+              "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
 
 
 def test_num_chains_null_still_means_the_batch_size(tmp_path):
-    m = BoltzmannModule(RBM(16, 4), num_chains=None, init_visible_bias=False)
+    from qidbm.estimators import Persistent
+
+    m = BoltzmannModule(RBM(16, 4), negative=Persistent(num_chains=None), init_visible=None)
     t = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                   enable_model_summary=False, default_root_dir=str(tmp_path))
     t.fit(m, DataLoader(TensorDataset(torch.rand(16, 16).round()), batch_size=8))
-    assert m._chains[0].shape[0] == 8
+    assert m.chains[0].shape[0] == 8
 
 
 # ---------------------------------------------------------------- CelebA images

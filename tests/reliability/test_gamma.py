@@ -23,11 +23,10 @@ from qidbm.quantum import qubit_log_partition, qubit_prob_one, qubit_x_expectati
 def test_huge_optimizer_step_leaves_every_closed_form_finite(make, maximize):
     torch.manual_seed(0)
     model = make()
-    m = BoltzmannModule(model)
-    m._generator = torch.Generator().manual_seed(0)
+    m = BoltzmannModule(model, chain_seed=0)
     v = (torch.rand(16, 12) < 0.4).float()
     opt = torch.optim.SGD(m.parameters(), lr=1e6, maximize=maximize)  # maximize: a step the wrong way
-    loss, _ = m.doem_loss(v)
+    loss, _ = m.loss(v)
     loss.backward()
     opt.step()
     _check_finite(model, v, m)
@@ -39,22 +38,21 @@ def test_extreme_transverse_fields_are_valid(value):
     model = QiDBM([12, 5, 4], [1])
     with torch.no_grad():
         model.transverse_parameter(1).fill_(value)
-    m = BoltzmannModule(model)
-    m._generator = torch.Generator().manual_seed(0)
+    m = BoltzmannModule(model, chain_seed=0)
     _check_finite(model, (torch.rand(16, 12) < 0.4).float(), m)
 
 
 def _check_finite(model, v, m):
     for l in model.quantum_layers:
         assert torch.isfinite(model.transverse_parameter(l)).all()
-    state = m.negative_phase(v)  # a Gibbs sweep with the new parameters
+    state, _ = m.negative.sample(model, v, m.kernel, m.generator)  # a Gibbs sweep with the new parameters
     assert all(s is None or torch.isfinite(s).all() for s in state)
     for l in range(model.num_layers):
         mean, _ = model.conditional(l, state)
         assert torch.isfinite(mean).all() and (mean >= 0).all() and (mean <= 1).all()
     for p in model.parameters():
         p.grad = None
-    loss, _ = m.doem_loss(v)
+    loss, _ = m.loss(v)
     assert torch.isfinite(loss)
     loss.backward()
     for n, p in model.named_parameters():

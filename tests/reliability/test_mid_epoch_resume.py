@@ -8,6 +8,8 @@ indices are drawn before Lightning calls set_epoch). Without MidEpochResume they
 
 from __future__ import annotations
 
+import functools
+
 import lightning as L
 import pytest
 import torch
@@ -28,7 +30,7 @@ def _fit(root, out, *, workers, resume, stop=False, ckpt=None):
     L.seed_everything(0, verbose=False)
     dm = MNISTDataModule(root=str(root), encoding="binary", batch_size=40, download=False, num_workers=workers,
                          cache_dir=str(root / "cache"))
-    m = BoltzmannModule(QiDBM([784, 16, 8], [1]), lr=0.05, momentum=0.5)
+    m = BoltzmannModule(QiDBM([784, 16, 8], [1]), optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.5))
     cbs = [L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), save_last=True, save_top_k=0, every_n_train_steps=2)]
     cbs += [MidEpochResume()] if resume else []
     cbs += [_Stop()] if stop else []

@@ -8,6 +8,7 @@ never written to a checkpoint, and FIDCallback never keeps a non-finite FID as "
 
 from __future__ import annotations
 
+import functools
 import math
 
 import lightning as L
@@ -27,7 +28,8 @@ def _data(n=64, d=16, seed=0):
 
 def _module(**kw):
     torch.manual_seed(0)
-    return BoltzmannModule(QiDBM([16, 6, 4], [1]), lr=0.05, momentum=0.5, chain_seed=0, **kw)
+    return BoltzmannModule(QiDBM([16, 6, 4], [1]), optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.5),
+                           chain_seed=0, **kw)
 
 
 def _trainer(tmp_path, callbacks, max_steps=8, **kw):
@@ -38,21 +40,21 @@ def _trainer(tmp_path, callbacks, max_steps=8, **kw):
 
 
 class NaNLossAt(L.Callback):
-    """Make the loss of the batches at the given global steps NaN (wraps doem_loss)."""
+    """Make the loss of the batches at the given global steps NaN (wraps the module's loss)."""
 
     def __init__(self, steps):
         self.steps = set(steps)
 
     def on_fit_start(self, trainer, pl_module):
-        orig = pl_module.doem_loss
+        orig = pl_module.loss
 
-        def doem_loss(v):
+        def loss_fn(v):
             loss, terms = orig(v)
             if trainer.global_step in self.steps:
                 loss = loss * float("nan")
             return loss, terms
 
-        pl_module.doem_loss = doem_loss
+        pl_module.loss = loss_fn
 
 
 class NaNGradAt(L.Callback):
@@ -72,7 +74,7 @@ class InfChainsAt(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step + 1:  # global_step already counts this batch's step
-            pl_module._chains[1][0, 0] = float("inf")
+            pl_module.chains[1][0, 0] = float("inf")
 
 
 class Record(L.Callback):
@@ -85,8 +87,8 @@ class Record(L.Callback):
         self.at.setdefault(trainer.global_step, []).append({
             "params": [p.detach().clone() for p in pl_module.parameters()],
             "momentum": [s["momentum_buffer"].clone() for s in trainer.optimizers[0].state.values()],
-            "chains": None if pl_module._chains is None else [c.clone() for c in pl_module._chains],
-            "gen": pl_module._generator.get_state(),
+            "chains": None if pl_module.chains is None else [c.clone() for c in pl_module.chains],
+            "gen": pl_module.generator.get_state(),
         })
 
 

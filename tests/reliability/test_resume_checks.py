@@ -108,7 +108,8 @@ def test_changed_learning_rate_is_applied_and_reported(run, tmp_path):
     out = tmp_path / "resumed"
     with pytest.warns(UserWarning, match=r"resuming from global step 3 with settings that differ from the "
                                          r"checkpoint's: lr 0\.01 -> 0\.001 \(applied\)"):
-        assert main(["fit", "--config", str(_config_into(run, out)), "--model.init_args.lr", "0.001",
+        assert main(["fit", "--config", str(_config_into(run, out)),
+                     "--model.init_args.optimizer.init_args.lr", "0.001",
                      "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt)]) == 0
     assert _last_lr(out / "checkpoints" / "last.ckpt") == 0.001  # it trained at the new rate
 
@@ -151,11 +152,18 @@ def test_a_setting_newer_than_the_checkpoint_is_reported_when_set():
 
     from qidbm.lightning.resume_checks import apply_changed_settings_on_resume
 
+    from qidbm.estimators import FromNoise, Persistent, to_config
+    from qidbm.lightning.lr_schedule import LRSchedule
+
     trainer = SimpleNamespace(optimizers=[], lr_scheduler_configs=[])
-    resume = {"hyper_parameters": {"cd_steps": 20}, "global_step": 34383}
-    defaults = {"cd_steps": 1, "lr_cooldown_steps": 0, "noise_anneal": 1.0}
-    with pytest.warns(UserWarning, match=r"lr_cooldown_steps \(not in the checkpoint, which predates it; default 0\) -> 12000"):
+    noise = to_config(FromNoise(20))
+    resume = {"hyper_parameters": {"negative": noise}, "global_step": 34383}
+    defaults = {"negative": to_config(Persistent()), "lr_schedule": None, "sample_output": None}
+    cooldown = to_config(LRSchedule(cooldown_steps=12000))
+    with pytest.warns(UserWarning, match=r"lr_schedule \(not in the checkpoint, which predates it; default None\) -> "
+                                         r".*LRSchedule.*'cooldown_steps': 12000"):
         lines = apply_changed_settings_on_resume(
-            trainer, resume, {"cd_steps": 20, "lr_cooldown_steps": 12000, "noise_anneal": 1.0}, None, defaults)
-    assert len(lines) == 1  # noise_anneal at its default is not a change
-    assert apply_changed_settings_on_resume(trainer, resume, {"cd_steps": 20, "lr_cooldown_steps": 0}, None, defaults) == []
+            trainer, resume, {"negative": noise, "lr_schedule": cooldown, "sample_output": None}, None, defaults)
+    assert len(lines) == 1  # sample_output at its default is not a change
+    unchanged = {"negative": noise, "lr_schedule": None}
+    assert apply_changed_settings_on_resume(trainer, resume, unchanged, None, defaults) == []

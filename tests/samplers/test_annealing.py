@@ -1,4 +1,4 @@
-"""Annealed chains from noise (``noise_anneal`` / ``anneal_from``): the schedule, one sweep per
+"""Annealed chains from noise (``FromNoise(anneal_from=...)`` / ``anneal_from``): the schedule, one sweep per
 temperature on the tempered machine, the crossing that annealing buys on a bimodal machine, and the
 training and sampling options that carry it."""
 
@@ -7,8 +7,9 @@ import argparse
 import pytest
 import torch
 
+from qidbm.estimators import FromNoise, Persistent, to_config
 from qidbm.lightning import BoltzmannModule
-from qidbm.models import GRBM, RBM
+from qidbm.models import GRBM
 from qidbm.samplers import PaperStep, SamplingSpec, draw
 from qidbm.samplers.arguments import add_sampling_arguments, spec_from_arguments
 from qidbm.samplers.drawing import trained_sampling
@@ -77,10 +78,9 @@ def test_annealing_crosses_between_modes_where_block_gibbs_stays():
 
 def test_training_anneals_the_noise_rows_and_sampling_follows():
     torch.manual_seed(0)
-    module = BoltzmannModule(gaussian_machine(2), cd_steps=3, negative_start="noise", noise_anneal=0.2)
-    module._generator = torch.Generator().manual_seed(5)
+    module = BoltzmannModule(gaussian_machine(2), negative=FromNoise(3, anneal_from=0.2), chain_seed=5)
     v = torch.randn(8, 6, dtype=torch.float64)
-    neg, _ = module._negative_chains(v)
+    neg, _ = module.negative.sample(module.model, v, module.kernel, module.generator)
     g = torch.Generator().manual_seed(5)
     start = module.model.random_state(8, g)
     ref, _ = annealed_run(module.model, module.kernel, start, annealing_betas(0.2, 3), g)
@@ -93,20 +93,18 @@ def test_training_anneals_the_noise_rows_and_sampling_follows():
     assert x.shape == (5, 6) and torch.isfinite(x).all()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"negative_start": "persistent", "noise_anneal": 0.5}, "negative_start 'noise'"),
-    ({"negative_start": "noise", "noise_anneal": 0.0}, r"\(0, 1\]"),
-    ({"negative_start": "noise", "noise_anneal": 2.0}, r"\(0, 1\]"),
-])
-def test_noise_anneal_rejects_what_it_cannot_anneal(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        BoltzmannModule(RBM(4, 3), cd_steps=5, **kwargs)
+@pytest.mark.parametrize("anneal_from", [0.0, 2.0, float("nan")])
+def test_noise_anneal_rejects_what_it_cannot_anneal(anneal_from):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        FromNoise(5, anneal_from=anneal_from)
+    with pytest.raises(TypeError):
+        Persistent(sweeps=5, anneal_from=0.5)  # only chains started from noise are annealed
 
 
 def test_sampling_options_take_or_override_the_trained_annealing():
     p = argparse.ArgumentParser()
     add_sampling_arguments(p)
-    trained = {"negative_start": "noise", "cd_steps": 20, "noise_anneal": 0.1}
+    trained = {"negative": to_config(FromNoise(20, anneal_from=0.1))}
     assert spec_from_arguments(p.parse_args([]), trained, True).anneal_from == 0.1
     assert spec_from_arguments(p.parse_args(["--anneal-from", "1"]), trained, True).anneal_from == 1.0
     assert spec_from_arguments(p.parse_args(["--anneal-from", "0.3"]), None).anneal_from == 0.3

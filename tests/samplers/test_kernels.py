@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from qidbm.estimators import ClampedGibbs, Persistent
 from qidbm.lightning import BoltzmannModule
 from qidbm.models import QiDBM
 from qidbm.samplers import (
@@ -50,9 +51,7 @@ def test_statistics_are_returned_per_call_and_not_kept_on_the_kernel():
 
 def test_module_logs_the_acceptance_of_the_negative_chains_only():
     m = _model()
-    module = BoltzmannModule(m, quantum_step="exact", negative_start="persistent", num_chains=30, positive="gibbs",
-                             positive_steps=4, chain_seed=0)
-    module.on_fit_start()
+    module = BoltzmannModule(m, kernel=ExactStep(), negative=Persistent(30), positive=ClampedGibbs(4), chain_seed=0)
     calls = []
     run = module.kernel.run
 
@@ -62,7 +61,7 @@ def test_module_logs_the_acceptance_of_the_negative_chains_only():
         return out
 
     module.kernel.run = recording_run
-    _, terms = module.doem_loss(torch.rand(8, 5, dtype=torch.float64).round())
+    _, terms = module.loss(torch.rand(8, 5, dtype=torch.float64).round())
     clamped = [s for c, s in calls if c]
     negative = [s for c, s in calls if not c]
     assert len(clamped) == 1 and len(negative) == 1
@@ -70,5 +69,4 @@ def test_module_logs_the_acceptance_of_the_negative_chains_only():
     assert set(terms) >= {"acceptance/layer1"}
     assert float(terms["acceptance/layer1"]) == pytest.approx(float(negative[0].acceptance()[1]))
     paper = BoltzmannModule(m, chain_seed=0)
-    paper.on_fit_start()
-    assert not any(k.startswith("acceptance") for k in paper.doem_loss(torch.rand(8, 5, dtype=torch.float64).round())[1])
+    assert not any(k.startswith("acceptance") for k in paper.loss(torch.rand(8, 5, dtype=torch.float64).round())[1])

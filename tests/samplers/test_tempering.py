@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
+from qidbm.estimators import FromNoise, to_config
 from qidbm.models import GRBM, QGRBM, RBM, QiDBM
 from qidbm.samplers import ExactStep, PaperStep
 from qidbm.samplers.tempering import ReplicaExchange, field_scaled_machine, tempered_machine
@@ -161,7 +162,7 @@ def test_sample_cli_takes_a_ladder(tmp_path, capsys):
     p = argparse.ArgumentParser()
     add_sampling_arguments(p)
     a = p.parse_args(["--replica-field-scales", "1,0.5,0"])
-    spec = spec_from_arguments(a, {"negative_start": "noise", "cd_steps": 20})
+    spec = spec_from_arguments(a, {"negative": to_config(FromNoise(20))})
     assert spec.replica_field_scales == (1.0, 0.5, 0.0) and spec.num_steps == 20
     with pytest.raises(SystemExit):
         p.parse_args(["--replica-betas", "1,a"])

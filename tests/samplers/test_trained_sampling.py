@@ -2,27 +2,40 @@
 
 import torch
 
+from qidbm.estimators import FromData, FromNoise, Mixture, Persistent, TaniguchiChains, TemperedPersistent, to_config
 from qidbm.models import DBM, QiDBM
+from qidbm.samplers import ExactStep, LangevinVisible, PaperStep
 from qidbm.samplers.drawing import SamplingSpec, draw, trained_sampling
 
 
+def hparams(**objects):
+    """Training hyperparameters as a checkpoint stores them: each object as {class_path, init_args}."""
+    return {k: to_config(v) for k, v in objects.items()}
+
+
 def test_noise_started_training_is_sampled_the_same_way():
-    spec = trained_sampling({"negative_start": "noise", "cd_steps": 20, "quantum_step": "exact"})
+    spec = trained_sampling(hparams(negative=FromNoise(20), kernel=ExactStep()))
     assert (spec.start, spec.num_steps, spec.output, spec.quantum_step) == ("noise", 20, "sample", "exact")
-    spec = trained_sampling({"negative_start": "noise", "cd_steps": 20}, gaussian_visible=True)
+    spec = trained_sampling(hparams(negative=FromNoise(20)), gaussian_visible=True)
     assert (spec.num_steps, spec.output) == (20, "mean")
-    spec = trained_sampling({"negative_start": "local_mode"})
+    spec = trained_sampling(hparams(negative=FromNoise(20), kernel=PaperStep(LangevinVisible(5, 0.05)),
+                                    matmul_precision="bfloat16"), gaussian_visible=True)
+    assert (spec.quantum_step, spec.visible_step, spec.matmul_precision) == ("paper", "langevin", "bfloat16")
+    spec = trained_sampling(hparams(negative=Mixture(FromNoise(7), TemperedPersistent([1.0, 0.5]))))
+    assert (spec.start, spec.num_steps) == ("noise", 7)  # a mixture is sampled as its fresh rows
+    spec = trained_sampling(hparams(negative=TaniguchiChains()))
     assert (spec.start, spec.num_steps, spec.output) == ("noise", 0, "local_search")
-    assert trained_sampling({"negative_start": "persistent", "cd_steps": 5}) is None
+    assert trained_sampling(hparams(negative=Persistent(sweeps=5))) is None
+    assert trained_sampling(hparams(negative=FromData(5))) is None
     assert trained_sampling(None) is None
 
 
 def test_sample_output_names_the_read_out_of_any_protocol():
-    noise = {"negative_start": "noise", "cd_steps": 20, "sample_output": "local_mode"}
+    noise = hparams(negative=FromNoise(20), sample_output="local_mode")
     assert trained_sampling(noise, gaussian_visible=True).output == "local_mode"
     assert trained_sampling(noise).output == "local_mode"
-    assert trained_sampling({**noise, "negative_start": "local_mode"}).output == "local_mode"
-    spec = trained_sampling({"negative_start": "persistent", "cd_steps": 5, "sample_output": "mean_field"})
+    assert trained_sampling({**noise, **hparams(negative=TaniguchiChains())}).output == "local_mode"
+    spec = trained_sampling(hparams(negative=Persistent(sweeps=5), sample_output="mean_field"))
     assert spec == SamplingSpec(output="mean_field")  # the global defaults, read out as asked
     assert trained_sampling({**noise, "sample_output": None}, gaussian_visible=True).output == "mean"
 
@@ -81,7 +94,7 @@ def test_noise_density_sets_each_chains_start_density_and_follows_the_training()
     with pytest.raises(ValueError, match="Gaussian visible units"):
         GRBM(4, 3).random_state(2, g, visible_density=(0.2, 0.4))
     # the trained protocol carries it; a data start drops it; the CLI parses and checks it
-    spec = trained_sampling({"negative_start": "noise_and_persistent", "cd_steps": 20, "noise_density": [0.3, 0.7]})
+    spec = trained_sampling(hparams(negative=Mixture(FromNoise(20, density=[0.3, 0.7]), Persistent())))
     assert spec.noise_density == (0.3, 0.7) and "noise_density=(0.3, 0.7)" in spec.describe()
     x, _ = draw(RBM(6, 4), 7, spec, generator=g)
     assert x.shape == (7, 6)
@@ -89,7 +102,7 @@ def test_noise_density_sets_each_chains_start_density_and_follows_the_training()
         SamplingSpec(start="data", noise_density=(0.3, 0.7))
     p = argparse.ArgumentParser()
     add_sampling_arguments(p)
-    hp = {"negative_start": "noise", "cd_steps": 20, "noise_density": [0.3, 0.7]}
+    hp = hparams(negative=FromNoise(20, density=[0.3, 0.7]))
     assert spec_from_arguments(p.parse_args([]), hp).noise_density == (0.3, 0.7)
     assert spec_from_arguments(p.parse_args(["--start", "data"]), hp).noise_density is None
     assert spec_from_arguments(p.parse_args(["--noise-density", "0.5,0.5"]), hp).noise_density == (0.5, 0.5)
