@@ -6,7 +6,7 @@ estimator for both phases). Each model is first trained ``--warmup`` updates (de
 Lightning Trainer on MNIST, the protocol as ``qidbm fit`` runs it without loggers and callbacks,
 because how fast the local search converges depends on the weights (at the orthogonal start it
 takes longer than after a few hundred updates). That state is cached under ``--cache``
-(``bench/results/paper_update/``), keyed by the composed config and the number of updates.
+(``bench/results/paper_update/``), keyed by the config files' contents and the number of updates.
 
 From that state, for float32 and bfloat16 products (``matmul_precision``) and ``fused_kernels`` off
 and on, ``--reps`` updates on real MNIST batches are timed one by one at ``--threads`` threads (1),
@@ -37,33 +37,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import datetime
 import hashlib
 import json
-import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from qidbm.allocator import reuse_freed_memory  # noqa: E402
-
-# as the `qidbm` command does before torch is imported, so the update timed is the one `qidbm fit` runs
-ALLOCATOR_TUNED = reuse_freed_memory()
+from harness import (REPO, batches_of, count_products, from_configs, header, header_lines,  # noqa: E402
+                     optimizer_of, set_threads)
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from qidbm.profiling import ProductCounter  # noqa: E402
 
 CONFIGS = "configs/paper/mnist_binary"
 UNIT = (600, 784, 498)  # the product every time and count is expressed in: 600x784 @ 784x498
@@ -78,87 +67,33 @@ VARIANTS = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat
 
 # ----------------------------------------------------------------------------- the update
 def one_update(module, optimizer: torch.optim.Optimizer, v: torch.Tensor) -> None:
-    """One training update: the module's loss, its gradient and the optimizer's step (what the
-    Trainer's training step does, without logging). The one place to change if the module's API does."""
-    if hasattr(module, "fit_step"):
-        module.fit_step(v, optimizer)
-        return
-    optimizer.zero_grad(set_to_none=True)
-    loss, _ = module.doem_loss(v)
-    loss.backward()
-    optimizer.step()
+    """One training update: the loss, its gradient and the optimizer's step, as ``training_step`` runs
+    them under Lightning (``module.fit_step``). The one place to change if the module's API does."""
+    module.fit_step(v, optimizer)
 
 
 # ----------------------------------------------------------------------------- the protocol from its configs
-def _merge(a: Any, b: Any) -> Any:
-    """``b`` over ``a`` as a later ``--config`` file overrides an earlier one: mappings key by key (a
-    ``class_path`` section's ``init_args`` merged when the class is the same), anything else replaced."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        if "class_path" in a and "class_path" in b and a["class_path"] != b["class_path"]:
-            return copy.deepcopy(b)
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = _merge(a[k], v) if k in a else copy.deepcopy(v)
-        return out
-    return copy.deepcopy(b)
-
-
-def compose(files: list[str]) -> dict:
-    """The ``seed_everything``, ``model`` and ``data`` sections of ``qidbm fit --config f1 --config f2 ...``."""
-    cfg: dict = {}
-    for f in files:
-        cfg = _merge(cfg, yaml.safe_load((REPO / f).read_text()) or {})
-    return {k: cfg[k] for k in ("seed_everything", "model", "data") if k in cfg}
-
-
 def build(files: list[str], overrides: dict | None = None):
-    """``(module, datamodule, seed)`` from config files, as LightningCLI builds them (same parser and
-    classes; the global seed set first, so the initial weights are the config's)."""
-    from lightning.pytorch import LightningDataModule, LightningModule, seed_everything
-    from lightning.pytorch.cli import LightningArgumentParser
-
-    cfg = compose(files)
-    seed = cfg.get("seed_everything", 0)
-    seed = 0 if seed is True or seed is None else int(seed)
-    cfg["model"] = {**cfg["model"], "init_args": {**cfg["model"].get("init_args", {}), **(overrides or {})}}
-    p = LightningArgumentParser()
-    p.add_lightning_class_args(LightningModule, "model", subclass_mode=True, required=True)
-    p.add_lightning_class_args(LightningDataModule, "data", subclass_mode=True, required=True)
-    parsed = p.parse_object({"model": cfg["model"], "data": cfg["data"]})
-    seed_everything(seed, verbose=False)
-    init = (p.instantiate if hasattr(p, "instantiate") else p.instantiate_classes)(parsed)
-    return init.model, init.data, seed
+    """``(module, datamodule)`` as ``qidbm fit --config ...`` builds them (:func:`harness.from_configs`),
+    with ``overrides`` of the module's arguments given as on the command line."""
+    args = [a for k, v in (overrides or {}).items() for a in (f"--model.init_args.{k}", json.dumps(v).strip('"'))]
+    return from_configs(files, *args)
 
 
 def config_key(files: list[str]) -> str:
-    return hashlib.sha256(json.dumps(compose(files), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """A key of the config files' contents (the cache of warm states follows them)."""
+    return hashlib.sha256(b"".join((REPO / f).read_bytes() for f in files)).hexdigest()[:12]
 
 
-def chain_generator(module) -> torch.Generator:
-    """The module's chain generator (made now if the module makes it only when a fit starts)."""
-    g = getattr(module, "generator", None)
-    if g is None:
-        module._generator = g = torch.Generator().manual_seed(0)
-    return g
+def loss_recorder(out: list):
+    """A Lightning callback appending every update's loss to ``out``."""
+    from lightning.pytorch.callbacks import Callback
 
+    class LossRecorder(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            out.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
 
-def optimizer_of(module) -> torch.optim.Optimizer:
-    opt = module.configure_optimizers()
-    return opt["optimizer"] if isinstance(opt, dict) else opt
-
-
-class _Losses:
-    """A Lightning callback keeping every update's loss."""
-
-    def __new__(cls, out: list):
-        from lightning.pytorch.callbacks import Callback
-
-        class Record(Callback):
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-                out.append(float(loss))
-
-        return Record()
+    return LossRecorder()
 
 
 def train(module, dm, steps: int, losses: list | None = None) -> None:
@@ -173,7 +108,7 @@ def train(module, dm, steps: int, losses: list | None = None) -> None:
         trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             num_sanity_val_steps=0, default_root_dir=tmp,
-                            callbacks=[] if losses is None else [_Losses(losses)])
+                            callbacks=[] if losses is None else [loss_recorder(losses)])
         trainer.fit(module, datamodule=dm)
 
 
@@ -182,13 +117,16 @@ def warm_state(files: list[str], steps: int, cache: Path, log: Callable[[str], N
     name = Path(files[-1]).stem
     path = cache / f"{name}_{steps}updates_{config_key(files)}.pt"
     if path.is_file():
-        log(f"  warm state: {path} (cached)")
-        return torch.load(path, weights_only=False)
-    module, dm, _ = build(files)
+        state = torch.load(path, weights_only=False)
+        log(f"  warm state: {path} (cached; made at commit {state.get('commit', 'unknown')[:12]}: delete it to "
+            "retrain after a change of the training code)")
+        return state
+    module, dm = build(files)
     t0 = time.perf_counter()
     train(module, dm, steps)
     state = {"state_dict": {k: v.detach().clone() for k, v in module.state_dict().items()},
-             "generator": chain_generator(module).get_state(), "updates": steps, "configs": files}
+             "generator": module.generator.get_state(), "updates": steps, "configs": files,
+             "commit": header(__file__, [])["commit"]}
     log(f"  warm state: {steps} updates in {time.perf_counter() - t0:.0f} s, saved to {path}")
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -197,24 +135,7 @@ def warm_state(files: list[str], steps: int, cache: Path, log: Callable[[str], N
 
 def restore(module, state: dict) -> None:
     module.load_state_dict(state["state_dict"])
-    chain_generator(module).set_state(state["generator"])
-
-
-def batches(dm, n: int, skip: int) -> list[torch.Tensor]:
-    """``n`` training batches of the data module, after the first ``skip`` of its (seeded) order."""
-    from qidbm.lightning.data_init import as_visible
-
-    dm.setup("fit")  # loads the data once; later calls return at once
-    out = []
-    while len(out) < n:
-        for b in dm.train_dataloader():
-            if skip > 0:
-                skip -= 1
-                continue
-            out.append(as_visible(b).float())
-            if len(out) == n:
-                break
-    return out
+    module.generator.set_state(state["generator"])
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -262,13 +183,14 @@ def measure(files: list[str], state: dict, precision: str, fused: bool, reps: in
             unit: UnitProduct) -> dict:
     """Time ``reps`` updates from ``state`` (after ``untimed`` ones: compilation, caches), interleaved
     with the unit product; then count products, FLOPs and row-sweeps of the same updates."""
-    module, dm, _ = build(files, {"matmul_precision": precision, "fused_kernels": fused})
-    data = batches(dm, untimed + reps, skip=state["updates"])
+    module, dm = build(files, {"matmul_precision": precision, "fused_kernels": fused})
+    data = batches_of(dm, untimed + reps, skip=state["updates"])
     restore(module, state)
     opt = optimizer_of(module)
     for v in data[:untimed]:
         one_update(module, opt, v)
-    restore(module, state)  # the timed updates start from the warm state itself
+    restore(module, state)  # the timed updates start from the warm state itself (and a fresh optimizer)
+    opt = optimizer_of(module)
     t_update, t_unit = [], []
     for v in data[untimed:]:
         t_unit.append(unit.best_of())
@@ -276,57 +198,27 @@ def measure(files: list[str], state: dict, precision: str, fused: bool, reps: in
         one_update(module, opt, v)
         t_update.append(time.perf_counter() - t0)
     restore(module, state)  # the same updates again, counted (eagerly: counters are dispatch modes)
-    flops, product_flops, calls, shape_flops, sweeps = 0, 0, 0, 0, []
+    opt = optimizer_of(module)
+    flops, products, calls, sweeps = 0, 0.0, 0, []
     with counting_sweeps(sweeps):
         for v in data[untimed:]:
-            with ProductCounter() as pc:
-                one_update(module, opt, v)
-            flops += pc.flops
-            product_flops += pc.product_flops
-            shape_flops += pc.shape_flops
-            calls += pc.calls
-    if shape_flops != product_flops:
-        raise RuntimeError(f"the two product counters disagree: {shape_flops} (shapes) vs {product_flops} (FlopCounterMode)")
+            pc = count_products(lambda: one_update(module, opt, v))
+            flops, products, calls = flops + pc.flops, products + pc.in_units(UNIT), calls + pc.n_calls
     med = statistics.median(t_update)
     return {
         "model": Path(files[-1]).stem, "matmul_precision": precision, "fused_kernels": fused, "reps": reps,
         "s_per_update": med, "s_per_update_all": t_update, "unit_product_s": statistics.median(t_unit),
         "pe": statistics.median(a / b for a, b in zip(t_update, t_unit)),
-        "products": shape_flops / reps / (2 * math.prod(UNIT)), "mm_calls": calls / reps,
+        "products": products / reps, "mm_calls": calls / reps,
         "gflops": flops / reps / med / 1e9, "flops_per_update": flops / reps,
         "row_sweeps": sum(sweeps) / reps,
     }
 
 
 # ----------------------------------------------------------------------------- report
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit, dirty = "unknown", None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "qidbm", "bench", "configs"], cwd=REPO,
-                                    capture_output=True, text=True).stdout.strip())
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "blas": "MKL" if torch.backends.mkl.is_available() else "other", "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "uncommitted_changes": dirty, "allocator": "qidbm (freed blocks kept)" if ALLOCATOR_TUNED else "glibc defaults"}
-
-
-def header(m: dict, load: tuple) -> list[str]:
-    return [f"{m['cpu']} ({m['cores']} cores), torch {m['torch']} ({m['blas']}), {m['threads']} thread(s), "
-            f"allocator: {m['allocator']}",
-            f"{m['date']}, commit {m['commit'][:12]}{' + uncommitted changes' if m['uncommitted_changes'] else ''}, "
-            f"1-minute load average {load[0]:.2f} at the start, {load[1]:.2f} at the end"]
-
-
 def markdown(res: dict) -> str:
-    L = [f"Command: `{res['command']}`  "] + [s + "  " for s in header(res["machine"], res["load"])]
-    L += [f"Warm state: {res['warmup']} updates of the protocol at the config's learning rate; {res['reps']} timed "
+    L = header_lines(res["header"])
+    L += ["", f"Warm state: {res['warmup']} updates of the protocol at the config's learning rate; {res['reps']} timed "
           "updates per row, each after one 600x784 @ 784x498 float32 product (best of 3); PE = update time / "
           "that product's time (median of the per-update ratios); products = matrix-product FLOPs per update in "
           "units of that product; row-sweeps = chains x sweeps of the local search per update (both phases).", "",
@@ -384,14 +276,13 @@ def parity_one(files: list[str], a: argparse.Namespace, fid, log: Callable[[str]
     from qidbm.precision import matmul_precision
     from qidbm.samplers.taniguchi import local_search, random_orders
 
-    seed = compose(files).get("seed_everything", 0)
-    seed = 0 if seed is True or seed is None else int(seed)
-    # the chains' default seed is the global one (torch.initial_seed() after seed_everything)
     variants = {"float32": {}, "bfloat16": {"matmul_precision": "bfloat16"}, "fused": {"fused_kernels": True},
-                "float32, other chain seed": {"chain_seed": seed + 1}}
+                "float32, other chain seed": None}
     runs: dict[str, dict] = {}
     for name, over in variants.items():
-        module, dm, _ = build(files, over)
+        if over is None:  # the chains' default seed is the run's global seed, torch.initial_seed() after it is set
+            over = {"chain_seed": int(runs["float32"]["module"].generator.initial_seed()) + 1}
+        module, dm = build(files, over)
         if name == "fused" and not module.model.quantum_layers:
             # a classical machine under this estimator evaluates none of the fused closed forms (the
             # loss sums no layer out, the local search thresholds sigmoids): float32's run exactly
@@ -410,7 +301,7 @@ def parity_one(files: list[str], a: argparse.Namespace, fid, log: Callable[[str]
     moved = _distance(w32, ref["init"])
     dm.setup("fit")
     test = dm.encode(dm.split_pixels("test")[: a.test_images]).reshape(a.test_images, -1).float()
-    base = base_rate_visible_bias(torch.cat(batches(dm, 20, skip=0)))
+    base = base_rate_visible_bias(torch.cat(batches_of(dm, 20)))
 
     # local modes from the same noise starts and block orders
     g = torch.Generator().manual_seed(123)
@@ -489,7 +380,7 @@ class FIDReference:
 
 
 def parity_markdown(res: dict) -> str:
-    L = [f"Command: `{res['command']}`  "] + [s + "  " for s in header(res["machine"], res["load"])]
+    L = header_lines(res["header"]) + [""]
     s, par = res["parity"]["settings"], res["parity"]
     L += [f"{par['updates']} updates of the protocol from the same start per row. Loss: mean and std over the last "
           f"{s['loss_window']} updates; mean |loss - float32's| per update. Weights apart/moved: the distance from "
@@ -511,7 +402,7 @@ def parity_markdown(res: dict) -> str:
             same = "-" if r["modes_same_weights_identical_chains"] is None else \
                 f"{r['modes_same_weights_identical_chains']:.3f} / {r['modes_same_weights_units_differing']:.1e}"
             L.append(f"| {name} | {r['loss_last_window_mean']:.3f} +- {r['loss_last_window_std']:.3f} | "
-                     f"{r['loss_mean_abs_diff_vs_float32']:.3f} | {r['weights_apart_over_moved'] or 0:.3f} | {same} | "
+                     f"{r['loss_mean_abs_diff_vs_float32']:.3f} | {r['weights_apart_over_moved'] or 0:.2g} | {same} | "
                      f"{r['modes_own_weights_identical_chains']:.3f} / {r['modes_own_weights_units_differing']:.1e} | "
                      f"{r['ais_log_z']:.2f} +- {r['ais_stderr']:.2f} | {r['test_log_likelihood']:.2f} |"
                      + (f" {r['fid']:.2f} |" if s["fid_samples"] else ""))
@@ -541,20 +432,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fid", type=int, default=0, help="FID on this many samples (0: none; 2000 for the check)")
     p.add_argument("--fid-weights", default=os.environ.get("QIDBM_FID_WEIGHTS"))
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     os.environ.setdefault("QIDBM_DATA_DIR", str(REPO / "data"))
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    m = machine()
-    load0 = os.getloadavg()[0]
-    for line in header(m, (load0, float("nan")))[:2]:
-        log(line.split(", 1-minute")[0])
-    command = " ".join(["python", "bench/paper_update.py", *(argv if argv is not None else sys.argv[1:])])
+    h = header(__file__, argv)
+    for line in header_lines(h)[1:]:
+        log(line.rstrip())
     if a.parity:
-        res = {"command": command, "machine": m, "parity": parity(a, log)}
-        res["load"] = (load0, os.getloadavg()[0])
+        res = {"header": h, "parity": parity(a, log)}
         stem, md = "paper_parity", parity_markdown
     else:
         unit = UnitProduct()
@@ -570,13 +458,13 @@ def main(argv: list[str] | None = None) -> dict:
                     f"PE {r['pe']:.0f}, {r['products']:.1f} products, {r['mm_calls']:.0f} mm calls, "
                     f"{r['gflops']:.1f} GFLOP/s, {r['row_sweeps']:.0f} row-sweeps")
                 rows.append(r)
-        res = {"command": command, "machine": m, "warmup": a.warmup, "reps": a.reps, "rows": rows,
-               "reference": REFERENCE, "load": (load0, os.getloadavg()[0])}
+        res = {"header": h, "warmup": a.warmup, "reps": a.reps, "rows": rows, "reference": REFERENCE}
         print()
         print_rows(rows)
         stem, md = "paper_update", markdown
-    for line in header(m, res["load"]):
-        print(line)
+    h["load_end"] = os.getloadavg()[0]
+    for line in header_lines(h):
+        print(line.rstrip())
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

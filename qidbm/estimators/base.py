@@ -143,7 +143,7 @@ def build(config: Any, base: type | None = None) -> Any:
     args = {k: build(v) for k, v in (config.get("init_args") or {}).items()}
     if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
         return functools.partial(cls, **args)  # an optimizer is built later, on the parameters
-    obj = cls(**args) if "init_args" in config else cls
+    obj = cls(**args)  # no init_args (a class path alone, as configs write it): the defaults
     if base is not None and not (isinstance(obj, base) or (isinstance(obj, type) and issubclass(obj, base))):
         raise TypeError(f"{path} is not a {base.__name__}")
     return obj

@@ -149,3 +149,12 @@ def test_taniguchi_chains_score_full_states_and_sample_their_way():
     assert BoltzmannModule(DBM([6, 4, 3]), negative=FromNoise(7)).sampling().num_steps == 7
     assert BoltzmannModule(DBM([6, 4, 3]), negative=Persistent()).sampling() is None
     assert isinstance(BoltzmannModule(DBM([6, 4, 3])).kernel, PaperStep)
+
+
+def test_a_class_path_alone_builds_an_instance_with_its_defaults():
+    est = build({"class_path": "qidbm.estimators.TaniguchiChains"})
+    assert isinstance(est, TaniguchiChains)
+    module = BoltzmannModule(DBM([6, 4, 3]), negative={"class_path": "qidbm.estimators.TaniguchiChains"},
+                             positive={"class_path": "qidbm.estimators.ClampedLocalMode"})
+    assert module.sampling().output == "local_search"
+    assert build({"class_path": "torch.optim.SGD"})(torch.nn.Linear(2, 2).parameters()).defaults["lr"] == 1e-3

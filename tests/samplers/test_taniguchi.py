@@ -7,15 +7,20 @@ uniform independent proposals until the first rejection (absorbing-chain algebra
 ``S = (I - A)^{-1} D``). It checks the implementation by chi-square, then measures the bias of the
 estimator's mean gradient against the exact log-likelihood gradient (docs/maths.md, "Taniguchi et al.'s
 estimator", states the result).
+
+Then the local search, whose chains leave the batch one by one as they converge, against a copy of
+the whole-batch search it replaced (``whole_batch_local_search``): the same modes bit for bit, the
+same random draws, fewer row-sweeps.
 """
 
 import itertools
 
+import pytest
 import torch
 from scipy import stats
 
-from qidbm.models import DBM
-from qidbm.samplers import PaperStep
+from qidbm.models import DBM, GRBM, QiDBM
+from qidbm.samplers import PaperStep, taniguchi
 from qidbm.samplers.taniguchi import coupling, local_search, taniguchi_chain
 
 SIZES = [3, 2, 2]
@@ -195,3 +200,121 @@ def test_estimator_is_biased_on_an_enumerable_dbm():
     # measured: 0.32 here; 0.05 to 0.49 over seeds 0-3 x weight scales 0.5, 1, 1.5, 3 (docs/maths.md)
     bias = estimator_bias(model(seed=0, scale=1.5), data)
     assert 0.25 < bias < 0.4, bias
+
+
+# ------------------------------------------------------------------ chains leave the local search
+def whole_batch_local_search(m, state, clamped=(), even_first=None, generator=None, max_sweeps=1000):
+    """The oracle: the local search as it was before converged chains left the batch. The chains of
+    each block order are swept together, all of them, until a sweep changes none (updates through
+    ``model.conditional``). Returns the final state and the row-sweeps run (chains x sweeps)."""
+    clamped = frozenset(clamped)
+    state = [x.clone() for x in state]
+    n = state[0].shape[0]
+    if even_first is None:
+        even_first = torch.rand(n, generator=generator, device=state[0].device) < 0.5
+    row_sweeps = 0
+    for flag in (True, False):
+        rows = (even_first == flag).nonzero().flatten()
+        if rows.numel() == 0:
+            continue
+        part = [x[rows] for x in state]
+        for _ in range(max_sweeps):
+            before = [x.clone() for x in part]
+            for parity in ((0, 1) if flag else (1, 0)):
+                for l in range(parity, m.num_layers, 2):
+                    if l not in clamped:
+                        p = m.conditional(l, part)[0]
+                        part[l] = p if (l == 0 and m.gaussian_visible) else (p > 0.5).to(p.dtype)
+            row_sweeps += rows.numel()
+            if all(torch.equal(a, b) for a, b in zip(before, part)):
+                break
+        for x, y in zip(state, part):
+            x[rows] = y
+    return state, row_sweeps
+
+
+def random_machine(kind, dtype, seed=0):
+    torch.manual_seed(seed)
+    if kind == "dbm":
+        m = DBM([40, 24, 16])
+    elif kind == "dbm4":
+        m = DBM([30, 20, 16, 12])
+    elif kind == "qidbm_coupled":  # transverse fields coupled to both neighbours: cached field products too
+        m = QiDBM([40, 24, 16], quantum_layers=[1], coupled_field=True)
+    else:  # Gaussian visible units: the search compares float conditional means, not only 0/1 units
+        m = GRBM(40, 24)
+    m = m.to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name != "log_variance":
+                p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * (0.8 if p.dim() == 2 else 0.5))
+    return m
+
+
+CASES = [("dbm", torch.float64, False), ("dbm", torch.float64, True), ("dbm4", torch.float64, False),
+         ("dbm4", torch.float64, True), ("qidbm_coupled", torch.float64, False), ("qidbm_coupled", torch.float64, True),
+         ("dbm", torch.float32, False), ("dbm", torch.float32, True),
+         # float32 Gaussian means: without the padding of the batch to a multiple of 8 rows, MKL's 1-3 row
+         # products round differently and these modes came out different in the last bit
+         ("grbm", torch.float32, False)]
+
+
+@pytest.mark.parametrize("kind,dtype,clamp", CASES)
+@pytest.mark.parametrize("n", [300, 13])
+def test_local_search_returns_the_whole_batch_modes_with_fewer_row_sweeps(kind, dtype, clamp, n):
+    m = random_machine(kind, dtype)
+    data_g = torch.Generator().manual_seed(5)
+    start = m.random_state(n, data_g)
+    clamped = (0,) if clamp else ()
+    if clamp and not m.gaussian_visible:
+        start[0] = (torch.rand(n, m.n_visible, generator=data_g) < 0.3).to(dtype)
+    g_new, g_old = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    sweeps = torch.zeros(n, dtype=torch.long)
+    got = local_search(m, start, clamped, generator=g_new, sweeps=sweeps)
+    want, row_sweeps = whole_batch_local_search(m, start, clamped, generator=g_old)
+    for l, (x, y) in enumerate(zip(got, want)):
+        assert torch.equal(x, y), f"layer {l}: {int((x != y).any(1).sum())} chains differ"
+    assert torch.equal(g_new.get_state(), g_old.get_state())  # the same random draws consumed
+    assert (sweeps >= 1).all()
+    # every chain stopped at its own fixed point, so the total drops below sweeping all until the last
+    assert int(sweeps.sum()) < row_sweeps
+    if n == 300:
+        assert int(sweeps.sum()) < 0.8 * row_sweeps, (int(sweeps.sum()), row_sweeps)
+
+
+def test_local_search_counts_one_sweep_from_a_local_mode():
+    m = random_machine("dbm", torch.float64)
+    g = torch.Generator().manual_seed(0)
+    order = taniguchi.random_orders(200, g, "cpu")
+    mode = local_search(m, m.random_state(200, g), even_first=order)
+    sweeps = torch.zeros(200, dtype=torch.long)
+    again = local_search(m, mode, even_first=order, sweeps=sweeps)
+    assert all(torch.equal(a, b) for a, b in zip(again, mode))
+    assert (sweeps == 1).all()
+
+
+def test_local_search_stops_at_max_sweeps_per_chain():
+    m = random_machine("dbm", torch.float64)
+    g = torch.Generator().manual_seed(0)
+    start, order = m.random_state(300, g), taniguchi.random_orders(300, g, "cpu")
+    sweeps = torch.zeros(300, dtype=torch.long)
+    got = local_search(m, start, even_first=order, max_sweeps=2, sweeps=sweeps)
+    want, _ = whole_batch_local_search(m, start, even_first=order, max_sweeps=2)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert sweeps.max() == 2 and sweeps.min() >= 1
+
+
+@pytest.mark.parametrize("clamp", [False, True])
+def test_taniguchi_chain_is_unchanged_by_the_per_chain_exit(monkeypatch, clamp):
+    """The whole chain (noise, local search, Gibbs sweep, coupling) with the oracle's local search in
+    place of the module's: the same final states and the same generator state afterwards."""
+    m = random_machine("dbm", torch.float64)
+    v = (torch.rand(400, m.n_visible, generator=torch.Generator().manual_seed(3)) < 0.3).double() if clamp else None
+    got, _ = taniguchi_chain(m, v, 400, PaperStep(), generator=(g_new := torch.Generator().manual_seed(4)))
+    monkeypatch.setattr(taniguchi, "local_search",
+                        lambda model, state, clamped=(), generator=None: whole_batch_local_search(
+                            model, state, clamped, generator=generator)[0])
+    want, _ = taniguchi_chain(m, v, 400, PaperStep(), generator=(g_old := torch.Generator().manual_seed(4)))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert torch.equal(g_new.get_state(), g_old.get_state())
