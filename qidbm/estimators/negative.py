@@ -7,7 +7,7 @@ Each owns its chains and says how a machine trained with it is sampled:
   learns to turn noise into data in that many sweeps, and is sampled the same way;
 * :class:`Persistent` (PCD, Tieleman 2008): chains kept across steps;
 * :class:`TemperedPersistent`: persistent chains advanced by replica exchange over inverse
-  temperatures (:mod:`qidbm.samplers.tempering`);
+  temperatures or transverse-field scales (:mod:`qidbm.samplers.tempering`);
 * :class:`Mixture`: the rows of a fresh estimator and a persistent one in one negative term;
 * :class:`TaniguchiChains`: Taniguchi et al.'s unbiased chains (noise, local search, one sweep,
   coupling; :mod:`qidbm.samplers.taniguchi`), scored on full states.
@@ -186,22 +186,36 @@ class Persistent(NegativePhase):
 
 
 class TemperedPersistent(NegativePhase):
-    """Persistent chains advanced by replica exchange: ``num_chains`` chains per inverse temperature
-    ``betas = [1, b_1, ...]`` (decreasing), each step ``sweeps`` rounds of one sweep per temperature
-    and swaps between neighbours (:class:`qidbm.samplers.tempering.ReplicaExchange`); only the
-    first temperature's chains enter the loss, and only they are saved in checkpoints (a resume
-    restarts the hotter ones from noise)."""
+    """Persistent chains advanced by replica exchange (:class:`qidbm.samplers.tempering.ReplicaExchange`):
+    ``num_chains`` chains per replica, each step ``sweeps`` rounds of one sweep per replica and swaps
+    between neighbours, accepted by the exact ratio of the replicas' probabilities (quantum layers
+    traced out in closed form). The replicas differ in inverse temperature, ``betas = [1, b_1, ...]``
+    (decreasing), or in the scale of the transverse fields, ``field_scales = [1, s_1, ..., 0]``
+    (quantum tempering: the last replica is the classical twin); give one ladder. Only the first
+    replica's chains enter the loss, and only they are saved in checkpoints (a resume restarts the
+    others from noise)."""
 
-    def __init__(self, betas: Sequence[float], num_chains: int | None = None, sweeps: int = 1) -> None:
+    def __init__(self, betas: Sequence[float] | None = None, num_chains: int | None = None, sweeps: int = 1,
+                 field_scales: Sequence[float] | None = None) -> None:
         from qidbm.samplers.tempering import check_ladder
 
-        self.betas = [float(b) for b in check_ladder(list(betas), "betas", allow_zero=False)]
+        if (betas is None) == (field_scales is None):
+            raise ValueError("TemperedPersistent: give one ladder, betas (temperatures) or field_scales (transverse "
+                             "fields), e.g. betas=[1.0, 0.9, 0.8]")
+        self.betas = None if betas is None else [float(b) for b in check_ladder(list(betas), "betas", allow_zero=False)]
+        self.field_scales = None if field_scales is None else \
+            [float(b) for b in check_ladder(list(field_scales), "field_scales", allow_zero=True)]
         _check_num_chains("TemperedPersistent", num_chains)
         _check_sweeps("TemperedPersistent", sweeps)
         self.num_chains, self.sweeps = num_chains, sweeps
         self._persistent = Persistent(num_chains, sweeps)
         self._hot: list[State] | None = None
         self._exchange = None
+
+    def check(self, model, kernel) -> None:
+        if self.field_scales is not None and not model.quantum_layers:
+            raise ValueError(f"TemperedPersistent(field_scales=...) scales transverse fields; {type(model).__name__} "
+                             "has none: use betas")
 
     @property
     def chains(self) -> State | None:
@@ -217,7 +231,8 @@ class TemperedPersistent(NegativePhase):
 
         cold = self._persistent.current(model, v, generator)
         if self._exchange is None:
-            self._exchange = ReplicaExchange.temperatures(model, self.betas, kernel)
+            self._exchange = ReplicaExchange.temperatures(model, self.betas, kernel) if self.betas is not None \
+                else ReplicaExchange.field_scales(model, self.field_scales, kernel)
         else:
             self._exchange.refresh(model)  # the ladder follows the parameters of this step
         ladder, n = self._exchange.ladder, cold[0].shape[0]

@@ -158,3 +158,31 @@ def test_a_class_path_alone_builds_an_instance_with_its_defaults():
                              positive={"class_path": "qidbm.estimators.ClampedLocalMode"})
     assert module.sampling().output == "local_search"
     assert build({"class_path": "torch.optim.SGD"})(torch.nn.Linear(2, 2).parameters()).defaults["lr"] == 1e-3
+
+
+def test_quantum_tempering_as_the_negative_phase_draws_the_exact_distribution():
+    """Persistent chains exchanged over transverse-field scales [1, 0.5, 0] (the last replica the classical
+    twin), exact kernel: the first replica's visible states against enumeration (chi-square)."""
+    from scipy import stats
+
+    from tests.dense import dense_marginal
+
+    torch.manual_seed(4)
+    m = QRBM(4, 2).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p))
+        m.transverse_field.fill_(2.0)
+    est = TemperedPersistent(field_scales=[1.0, 0.5, 0.0], num_chains=4000, sweeps=40)
+    g = torch.Generator().manual_seed(0)
+    v0 = torch.zeros(1, 4, dtype=torch.float64)
+    state, st = est.sample(m, v0, ExactStep(), g)
+    idx = (state[0].long() * (2 ** torch.arange(3, -1, -1))).sum(1)
+    counts = torch.bincount(idx, minlength=16).double()
+    p = dense_marginal(m, [0]).double()
+    assert stats.chisquare(counts.numpy(), (p * counts.sum()).numpy()).pvalue > 1e-3
+    assert all(0 < float(r) <= 1 for r in st.swap_rates().values())
+    with pytest.raises(ValueError, match="give one ladder"):
+        TemperedPersistent()
+    with pytest.raises(ValueError, match="use betas"):
+        BoltzmannModule(RBM(4, 2), negative=TemperedPersistent(field_scales=[1.0, 0.0]))
