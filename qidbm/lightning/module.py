@@ -1,15 +1,11 @@
 """DO-EM under contrastive divergence as a LightningModule (docs/maths.md, 'DO-EM loss and gradient').
 
-The training step is a loss whose autograd gradient is the CD estimate of the log-likelihood
-gradient with every summed-out layer (the quantum ones included) Rao-Blackwellised:
-
-    loss = mean_batch F_C(x_C^+) - mean_batch F_C(x_C^-)
-
-x_C^+ comes from the positive-phase estimator (the E-step: for CQ models the Petz recovery map
-reduces to the model's own conditional), x_C^- from the negative-phase estimator; both are detached
-(:mod:`qidbm.estimators`). One optimizer step on this loss is one M-step gradient step of DO-EM
-(Algorithm 2 of the DO-EM paper), so any torch optimizer, gradient clipping, precision plugin and
-DDP work unchanged. The module composes objects; it interprets no option strings.
+The loss ``mean_batch F_C(x_C^+) - mean_batch F_C(x_C^-)`` has as its autograd gradient the CD estimate of
+the log-likelihood gradient, every summed-out layer (the quantum ones included) Rao-Blackwellised. x_C^+
+comes from the positive-phase estimator (the E-step: for CQ models the Petz recovery map reduces to the
+model's own conditional), x_C^- from the negative-phase estimator (:mod:`qidbm.estimators`). One optimizer
+step on it is one M-step of DO-EM (Algorithm 2 of the DO-EM paper), so any torch optimizer, gradient
+clipping, precision plugin and DDP work unchanged. The module composes objects; it interprets no strings.
 """
 
 from __future__ import annotations
@@ -111,7 +107,6 @@ class BoltzmannModule(L.LightningModule):
         self._resume: dict | None = None  # the checkpoint's settings, compared once training starts
         self._optimizer_settings: list | None = None
 
-    # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         from qidbm.lightning.batch_checks import check_data_matches_model
 
@@ -168,7 +163,6 @@ class BoltzmannModule(L.LightningModule):
 
         return trained_sampling(dict(self.hparams), self.model.gaussian_visible)
 
-    # ------------------------------------------------------------------ the loss
     def positive_phase(self, v: Tensor) -> State:
         """x_C^+: the data, with the classical hidden layers the loss does not sum out filled in."""
         m = self.model
@@ -206,7 +200,6 @@ class BoltzmannModule(L.LightningModule):
         optimizer.step()
         return loss.detach()
 
-    # ------------------------------------------------------------------ lightning hooks
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         v = as_visible(batch)
         if not self._first_batch_checked:  # shape, dtype, finiteness, range/encoding of the first batch
@@ -249,7 +242,6 @@ class BoltzmannModule(L.LightningModule):
         max_steps = self.trainer.max_steps if self._trainer is not None else None
         return {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt, lambda: self.global_step, max_steps)}
 
-    # ------------------------------------------------------------------ checkpoints
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's ``load_from_checkpoint``; a checkpoint of the flat options of qidbm 0.1 is upgraded first."""
