@@ -36,8 +36,8 @@ from qidbm.samplers.arguments import SAMPLING_OPTIONS, resolve_sampling
 from qidbm.samplers.chain import ChainStats
 from qidbm.samplers.drawing import SamplingSpec, trained_sampling
 
-__all__ = ["EVALUATION_DEFAULTS", "PRESETS", "Loaded", "SampleMemoryError", "Samples", "SettingError",
-           "checkpoint_files", "draw_samples", "evaluate", "load", "sample"]
+__all__ = ["EVALUATION_DEFAULTS", "PRESETS", "SEED_RANGE", "Loaded", "SampleMemoryError", "Samples", "SettingError",
+           "check_seed", "checkpoint_files", "draw_samples", "evaluate", "load", "sample"]
 
 Log = Callable[[str], None]
 
@@ -130,7 +130,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loaded:
     with what it was trained on and how it is sampled by default: a :class:`Loaded`.
 
     ``device``: where to put it (``"cpu"``, ``"cuda"``, ``"cuda:1"``). A missing file raises
-    ``FileNotFoundError``; a damaged one or one of another program a ``ValueError`` that says which.
+    ``FileNotFoundError``; a damaged one, one of another program, one that holds code (refused before any
+    of it runs) or one whose parameters hold NaN/Inf a ``ValueError`` that says which.
     """
     from qidbm.checkpoint import load_checkpoint
 
@@ -160,6 +161,13 @@ def _as_loaded(source: Any, device: str | torch.device | None) -> Loaded:
             torch.device(device).type == loaded.device.type and torch.device(device).index is None):
         raise ValueError(f"the machine is on {loaded.device} but device={str(device)!r} was asked for: move it first "
                          f"(model.to({str(device)!r})) or pass the checkpoint path with device={str(device)!r}")
+    from qidbm.checkpoint import non_finite_entries
+
+    bad = non_finite_entries({"state_dict": dict(loaded.model.state_dict())})
+    if bad:  # a checkpoint is checked at load; a machine handed over in Python here
+        raise ValueError(f"the machine's parameters hold NaN/Inf values ({'; '.join(bad[:3])}): its samples and "
+                         "scores would be meaningless; use a machine from an earlier checkpoint, or retrain with a "
+                         "lower learning rate")
     return loaded
 
 
@@ -224,6 +232,17 @@ def _start_data(loaded: Loaded, num: int, data: Tensor | None, data_root: str | 
     return torch.cat(batches)
 
 
+def grid_png_writer(images: Tensor, nrow: int | None = None) -> Callable[[Any], None]:
+    """A writer of images ``[N, C, H, W]`` in [0, 1] as one PNG grid, for :func:`qidbm.atomic.atomic_write_set`
+    (the layout of :func:`qidbm.images.save_grid`: rows of features without an image shape as a heat map)."""
+    from torchvision.utils import save_image
+
+    strips = images.ndim == 4 and images.shape[2] == 1
+    nrow = 1 if strips else nrow or max(1, int(math.sqrt(images.shape[0])))
+    padding = 0 if strips else 2
+    return lambda f: save_image(images, f, nrow=nrow, padding=padding, pad_value=0.5, format="png")
+
+
 def _images(visible: Tensor, data_info: dict | None) -> Tensor:
     if data_info is None:
         return visible.detach().float().cpu()
@@ -232,9 +251,21 @@ def _images(visible: Tensor, data_info: dict | None) -> Tensor:
     return visible_to_images(visible, data_info)
 
 
+#: the seeds ``torch.Generator.manual_seed`` takes as they are (an unsigned 64-bit integer)
+SEED_RANGE = (0, 2**64 - 1)
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an ``int``; :class:`SettingError` for anything outside :data:`SEED_RANGE` (or not an integer)."""
+    lo, hi = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not lo <= int(seed) <= hi:
+        raise SettingError(lambda name: f"{name('seed')} must be an integer from {lo} to {hi}, got {seed!r}")
+    return int(seed)
+
+
 def _generator(seed: int, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
+    g.manual_seed(check_seed(seed))
     return g
 
 
@@ -261,6 +292,7 @@ def draw_samples(
     loaded machine (a :class:`Samples`). ``qidbm sample`` is this function plus printing and writing."""
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise SettingError(lambda name: f"{name('n')} must be a positive integer, got {n}")
+    check_seed(seed)
     unknown = sorted(set(options) - set(SAMPLING_OPTIONS))
     if unknown:
         raise TypeError(f"unknown argument(s) {unknown}; the sampling options are {list(SAMPLING_OPTIONS)}")
@@ -390,6 +422,13 @@ def _setting_problems(s: dict[str, Any]) -> None:
         raise SettingError(lambda name: f"{name('ais_test_examples')} must be a positive number of test images for "
                                         f"the log-likelihood (e.g. 10000; more than the test set uses all of it), got "
                                         f"{tests}; {name('ais_runs')} 0 skips AIS")
+    if s.get("raise_runs", 0) < 0 or (s.get("raise_runs", 0) and not runs):
+        raise SettingError(lambda name: f"{name('raise_runs')} must be 0 (no RAISE) or a positive number of reverse "
+                                        f"chains per test image, with {name('ais_runs')} > 0 (RAISE is reported beside "
+                                        f"AIS), got {s['raise_runs']} and {runs}")
+    if s.get("binarization") not in (None, "threshold", "stochastic"):
+        raise SettingError(lambda name: f"{name('binarization')} must be 'threshold' or 'stochastic' (or unset: as "
+                                        f"trained), got {s['binarization']!r}")
     for key, choices in (("fid_backend", _FID_BACKENDS), ("fid_method", _FID_METHODS)):
         if s[key] not in choices:
             raise SettingError(lambda name, key=key, choices=choices: f"{name(key)} must be one of {list(choices)}, "
@@ -488,6 +527,14 @@ def _estimate(loaded: Loaded, specs: list[SamplingSpec], s: dict[str, Any], *, n
                  else torch.randint(0, 2, (m, model.n_visible), generator=g, device=dev).double())
             parts["log_likelihood"] = _timed(lambda: ais_log_likelihood(m64, v, 0.0, generator=g), dev) / m * \
                 min(s["ais_test_examples"], _test_size(dm, s["ais_test_examples"]))
+            if s.get("raise_runs"):  # timed on one full batch of chains (small batches cost more per chain)
+                from qidbm.metrics.likelihood import raise_log_likelihood
+
+                n_test = min(s["ais_test_examples"], _test_size(dm, s["ais_test_examples"]))
+                b = max(1, min(n_test, 1000 // s["raise_runs"]))
+                vb = v[torch.arange(b, device=dev) % m]
+                t = _timed(lambda: raise_log_likelihood(m64, vb, num_runs=s["raise_runs"], num_betas=11, generator=g), dev)
+                parts["raise"] = t / 10 * (s["ais_betas"] - 1) * math.ceil(n_test / b)
     parts["total"] = sum(parts.values())
     return parts
 
@@ -514,23 +561,55 @@ def _describe_estimate(parts: dict[str, float], s: dict[str, Any], specs: list[S
         words.append(f"AIS {s['ais_runs']} chains x {s['ais_betas']:,} distributions: {_seconds(parts['ais'])}")
     if "log_likelihood" in parts:
         words.append(f"log-likelihood of up to {s['ais_test_examples']:,} test images: {_seconds(parts['log_likelihood'])}")
+    if "raise" in parts:
+        words.append(f"RAISE {s['raise_runs']} chain(s) per test image: {_seconds(parts['raise'])}")
     return (f"estimated run time: about {_seconds(parts['total'])} ({'; '.join(words) or 'nothing to compute'}; "
             "timed on small pieces just now)")
 
 
 # --------------------------------------------------------------------------- evaluation
-def checkpoint_files(folder: Path) -> list[Path]:
-    """The checkpoints of a run folder (or its checkpoints/), one per training step, in step order."""
+def checkpoint_files(folder: str | os.PathLike, problems: list | None = None) -> list[Path]:
+    """The checkpoints of a run folder (or its checkpoints/), one per training step, in step order.
+
+    Every ``*.ckpt`` is read as data only (:func:`qidbm.checkpoint.read_checkpoint`: a file that holds
+    code is refused before any of it runs) and checked: a ``qidbm fit`` checkpoint with finite
+    parameters. A file that fails raises a ``ValueError`` naming it, or, with a ``problems`` list, is
+    left out and appended to it as ``(path, message)``; a folder with no usable checkpoint raises
+    ``FileNotFoundError`` naming the files and why each was left out.
+    """
+    from qidbm.checkpoint import (CheckpointError, check_checkpoint, check_finite, not_a_checkpoint_message,
+                                  read_checkpoint)
+
     folder = Path(folder)
     sub = folder / "checkpoints"
     files = sorted((sub if sub.is_dir() else folder).glob("*.ckpt"))
     if not files:
         raise FileNotFoundError(f"no .ckpt files in {folder} (or its checkpoints/); pass a checkpoint or a run's folder")
     by_step: dict = {}
+    left_out: list[tuple[Path, str]] = []
     for f in files:
-        step = torch.load(f, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1)
+        try:
+            ckpt = read_checkpoint(f, map_location="cpu", mmap=True)
+            if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+                raise CheckpointError(not_a_checkpoint_message(f, " (no 'state_dict')"))
+            try:
+                check_checkpoint(ckpt)
+            except ValueError as e:
+                raise CheckpointError(f"{f}: {e}") from e
+            check_finite({"state_dict": ckpt["state_dict"]}, f)
+        except (OSError, ValueError) as e:
+            if problems is None:
+                raise
+            left_out.append((f, str(e)))
+            continue
+        step = ckpt.get("global_step", -1)
         if step not in by_step or f.name != "last.ckpt":
             by_step[step] = f
+    if problems is not None:
+        problems.extend(left_out)
+    if not by_step:
+        raise FileNotFoundError(f"no readable checkpoint in {folder}: " + "; ".join(f"{f.name} left out ({why})"
+                                                                                      for f, why in left_out))
     return [by_step[k] for k in sorted(by_step)]
 
 
@@ -553,6 +632,9 @@ def evaluate(
     ais_runs: int | None = None,
     ais_betas: int | None = None,
     ais_test_examples: int | None = None,
+    raise_runs: int | None = None,
+    binarization: str | None = None,
+    binarize_seed: int = 0,
     batch_size: int | None = None,
     save_samples: str | os.PathLike | None = None,
     data_root: str | None = None,
@@ -583,7 +665,11 @@ def evaluate(
     ``fid_backend`` (``"pytorch-fid"`` or ``"torchmetrics"``), ``fid_batch_size`` (50 on CPU, 200 on
     GPU), ``fid_reference`` (``"test"``, ``"train"`` or ``"val"``), ``fid_reference_size`` (its first N
     images), ``fid_method`` (``"eigh"`` or ``"sqrtm"``), ``prc_samples`` / ``copy_samples`` (0
-    skips), ``ais_runs`` (0 skips AIS), ``ais_betas``, ``ais_test_examples``, ``save_samples`` (a folder
+    skips), ``ais_runs`` (0 skips AIS), ``ais_betas``, ``ais_test_examples``, ``raise_runs`` (reverse
+    chains per test image of RAISE, the conservative estimate reported beside AIS on the same test images and
+    path; 0 or None skips it; :func:`qidbm.metrics.likelihood.raise_log_likelihood`), ``binarization``
+    (MNIST / Fashion-MNIST: ``"threshold"`` or ``"stochastic"``, the test set the machine is scored on,
+    default the one it was trained on) with ``binarize_seed`` (the stochastic test set's seed), ``save_samples`` (a folder
     for ``samples.npy`` and ``samples.png``), ``data_root``. Sampling options (``num_steps``, ``start``,
     ``output``, ...; ``batch_size``): as :func:`sample`'s; the paper preset fixes its samplings
     (``quantum_step`` and ``batch_size`` apart). ``estimate``: time small pieces first and report
@@ -598,11 +684,18 @@ def evaluate(
     ``precision_recall``, ``copying``, ``samplings`` (paper preset), ``fid_per_checkpoint``,
     ``fid_min``, ``fid_min_checkpoint``, ``fid_final`` (a run folder); with AIS: ``log_z``,
     ``log_z_stderr``, ``ais_runs``, ``ais_betas``, ``test_log_likelihood`` (nats per example: the mean
-    of ``log p(v) = log p~(v) - log Z`` over the test images), ``test_log_likelihood_sem``,
-    ``test_examples``; ``estimated_seconds`` (per part and ``total``) and ``seconds`` (the run).
+    of ``log p(v) = log p~(v) - log Z`` over the test images; optimistic), ``test_log_likelihood_sem``,
+    ``test_examples``; with RAISE: ``test_log_likelihood_raise`` (conservative), ``test_log_likelihood_raise_sem``,
+    ``raise_runs``; ``binarization`` (the test set's record, when the data has one); ``estimated_seconds`` (per part and ``total``) and ``seconds`` (the run).
+
+    A run folder adds ``evaluated_checkpoint`` and, for files it left out (damaged, holding code, NaN/Inf
+    parameters: each named in the report), ``skipped_checkpoints`` (``checkpoint``, ``error``); a
+    ``save_samples`` write that failed (a full disk: the previous files are kept) adds
+    ``save_samples_error`` and the evaluation goes on.
 
     Raises :class:`SettingError` / :class:`SampleMemoryError` before any expensive step when a setting
-    cannot work, ``FIDWeightsError`` when the Inception weights cannot be found.
+    (the seed included) cannot work, ``FIDWeightsError`` when the Inception weights cannot be found, a
+    ``ValueError`` for a checkpoint that cannot be used (damaged, holding code, NaN/Inf parameters).
     """
     unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
     if unknown:
@@ -611,17 +704,25 @@ def evaluate(
         "num_samples": num_samples, "fid_reference_size": fid_reference_size, "prc_samples": prc_samples,
         "copy_samples": copy_samples, "ais_runs": ais_runs, "ais_betas": ais_betas, "ais_test_examples": ais_test_examples})
     s.update(fid=bool(fid), fid_weights=fid_weights, fid_backend=fid_backend, fid_reference=fid_reference,
-             fid_method=fid_method, device=device, save_samples=save_samples, data_root=data_root)
+             fid_method=fid_method, device=device, save_samples=save_samples, data_root=data_root,
+             raise_runs=int(raise_runs or 0), binarization=binarization, binarize_seed=binarize_seed)
     if s["samplings"] == "paper":
         fixed = sorted(k for k, v in sampling.items() if v is not None and k != "quantum_step")
         if fixed:
             raise SettingError(lambda name: f"the paper preset fixes its two samplings; leave "
                                             f"{', '.join(name(k) for k in fixed)} unset or drop the preset")
     _setting_problems(s)
+    check_seed(seed)
     say = log or (lambda line: None)
     t_start = time.perf_counter()
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    files = checkpoint_files(path) if path is not None and path.is_dir() else None
+    skipped: list[tuple[Path, str]] = []
+    files = checkpoint_files(path, problems=skipped) if path is not None and path.is_dir() else None
+    for f, why in skipped:
+        say(f"skipped {f}: {why}")
+    if files:
+        say(f"{len(files)} checkpoint(s) of {path} read{f' ({len(skipped)} skipped)' if skipped else ''}; "
+            f"evaluating the last, {files[-1].name}" + (" (FID of each)" if len(files) > 1 and s["fid"] else ""))
     loaded = _as_loaded(files[-1] if files else source, device)
     model, dev, data_info = loaded.model, loaded.device, loaded.data_info
     if fid_batch_size is None:  # measured by bench/fid_speed.py: small batches are faster on CPU
@@ -637,13 +738,29 @@ def evaluate(
         "checkpoint": str(source) if path is not None else None, "model": loaded.info.get("model_class"),
         "model_config": loaded.info.get("model_config"), "epoch": loaded.info.get("epoch"),
         "global_step": loaded.info.get("global_step"), "preset": preset}
+    if files is not None:
+        results["evaluated_checkpoint"] = str(files[-1])
+    if skipped:
+        results["skipped_checkpoints"] = [{"checkpoint": str(f), "error": why} for f, why in skipped]
     say(f"model: {results['model']} {results['model_config']} (epoch {results['epoch']})")
     dm = None
     if data_info is not None and (s["fid"] or s["ais_runs"] > 0 or any(sp.start != "noise" for sp in specs)):
         from qidbm.data import datamodule_from_info
 
-        dm = datamodule_from_info(data_info, s["data_root"])
+        over = {} if s["binarization"] is None else {"binarization": s["binarization"], "binarize_seed": s["binarize_seed"]}
+        try:
+            dm = datamodule_from_info(data_info, s["data_root"], **over)
+        except TypeError:  # only the MNIST-format modules take a binarisation
+            raise SettingError(lambda name: f"{name('binarization')} applies to MNIST and Fashion-MNIST; this machine "
+                                            f"was trained on {data_info['dataset']}") from None
         dm.setup("fit")
+        if over:  # scored on another binarisation: FID keys, decoding and the report follow the data module
+            data_info = dm.data_info()
+            loaded = replace(loaded, data_info=data_info)
+        if "binarization" in dm.data_info():
+            results["binarization"] = dm.data_info()["binarization"]
+            say(f"test set: stochastically binarised, seed {results['binarization']['seed']} "
+                f"(digest {results['binarization']['test_sha256']})")
     g = _generator(seed, dev)
     acc = None
     if s["fid"] and s["fid_backend"] == "pytorch-fid":
@@ -725,7 +842,8 @@ def _reference_cached(data_info: dict | None, s: dict[str, Any], n_ref: int | No
 
 
 def _log_likelihood(model: BoltzmannMachine, dm, s: dict[str, Any], g, progress: bool, say: Log) -> dict[str, Any]:
-    """AIS estimate of log Z and the mean test log-likelihood (docs/maths.md, 'AIS'), in float64 on a copy."""
+    """AIS estimate of log Z and the mean test log-likelihood (docs/maths.md, 'AIS'), and with ``raise_runs``
+    RAISE's on the same images ('RAISE'), in float64 on a copy."""
     from qidbm.metrics.likelihood import ais_log_likelihood, ais_log_partition, base_rate_visible_bias
 
     out: dict[str, Any] = {}
@@ -747,6 +865,16 @@ def _log_likelihood(model: BoltzmannMachine, dm, s: dict[str, Any], g, progress:
             else "importance-sampled posterior"
         say(f"test log-likelihood: {float(ll.mean()):.3f} nats/example ({len(ll)} examples; {kind}; "
             f"uncertainty of log Z {r.stderr:.3f})")
+        if s.get("raise_runs"):  # the conservative side, on the same test images and annealing path
+            from qidbm.metrics.likelihood import raise_log_likelihood
+
+            rl = raise_log_likelihood(model64, test.double(), num_runs=s["raise_runs"], num_betas=s["ais_betas"],
+                                      base_visible_bias=base, generator=g, progress=progress)
+            out.update(test_log_likelihood_raise=float(rl.mean()), raise_runs=s["raise_runs"],
+                       test_log_likelihood_raise_sem=float(rl.std() / math.sqrt(len(rl))) if len(rl) > 1 else 0.0)
+            say(f"test log-likelihood, RAISE: {float(rl.mean()):.3f} nats/example ({len(rl)} examples, "
+                f"{s['raise_runs']} reverse chain(s) x {s['ais_betas']:,} distributions; conservative: AIS errs high, "
+                f"RAISE low)")
     return out
 
 
@@ -756,7 +884,7 @@ def _sample_and_score(loaded: Loaded, dm, spec: SamplingSpec, s: dict[str, Any],
     class coverage, precision/recall and the copying check."""
     import numpy as np
 
-    from qidbm.images import save_grid, visible_to_images
+    from qidbm.images import visible_to_images
     from qidbm.metrics import compute_fid, data_reference_key, frechet_distance, reference_stats
 
     n, data_info = s["num_samples"], loaded.data_info
@@ -772,10 +900,16 @@ def _sample_and_score(loaded: Loaded, dm, spec: SamplingSpec, s: dict[str, Any],
         out["replica_swap_rates"] = [float(r) for r in stats.swap_rates().values()]
         say("replica swap acceptance (pairs 0-1, 1-2, ...): " + ", ".join(f"{r:.3f}" for r in out["replica_swap_rates"]))
     if save:
+        from qidbm.atomic import OutputWriteError, atomic_write_set, npy_writer
+
         folder = Path(save)
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "samples.npy", images.numpy())
-        save_grid(images[:100], folder / "samples.png", nrow=10)
+        arr = images.numpy()
+        try:  # the array and its grid as one set; a failed write (a full disk) does not stop the evaluation
+            atomic_write_set([(folder / "samples.npy", npy_writer(arr)),
+                              (folder / "samples.png", grid_png_writer(images[:100], nrow=10))], what="samples")
+        except OutputWriteError as e:
+            out["save_samples_error"] = e.strerror
+            say(f"error: {e.strerror}; the evaluation goes on")
     t0 = time.time()
     n_pr = min(s["prc_samples"], len(images)) if diagnostics and acc is not None else 0
     gen_features = None

@@ -10,6 +10,7 @@ centering offsets. This module needs neither Lightning nor data: ``qidbm sample`
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,20 @@ import torch
 from qidbm.atomic import atomic_save
 from qidbm.models import MODEL_CLASSES, BoltzmannMachine, build_model
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_torch_save", "check_checkpoint", "check_device",
-           "checkpoint_section", "export_checkpoint", "load_checkpoint", "not_a_checkpoint_message",
-           "read_checkpoint", "unreadable_checkpoint_message"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "NonFiniteCheckpointError", "atomic_torch_save", "check_checkpoint",
+           "check_device", "check_finite", "checkpoint_section", "export_checkpoint", "load_checkpoint",
+           "non_finite_entries", "not_a_checkpoint_message", "read_checkpoint", "safe_torch_load",
+           "unreadable_checkpoint_message"]
 
 CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read (the message names the file, the cause and the fix)."""
+
+
+class NonFiniteCheckpointError(FloatingPointError):
+    """A checkpoint about to be written holds NaN/Inf values: it is not written (the previous file is kept)."""
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -50,41 +56,135 @@ def check_device(device: str | torch.device) -> torch.device:
     return d
 
 
-def unreadable_checkpoint_message(path: str | os.PathLike, exc: BaseException) -> str:
+def _holds_code(exc: BaseException) -> str | None:
+    """For the error of a ``weights_only`` load that met a pickled call: the callable's name (or ``""``);
+    None for any other error."""
+    text = str(exc)
+    if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+        return None
+    m = re.search(r"GLOBAL (\S+)", text)
+    return m.group(1).rstrip(".,:;") if m else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first sentence`` of an error (torch's messages go on for lines of advice that do not apply)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 120 and ". " in text:
+        text = text[:text.index(". ") + 1]
+    return f"{type(exc).__name__}: {text}"
+
+
+def unreadable_checkpoint_message(path: str | os.PathLike, exc: BaseException, what: str = "checkpoint") -> str:
     """Why ``torch.load(path)`` failed with ``exc``, in words, with what to do.
 
-    Tells apart a file that is not a checkpoint at all (a text file, an image), a truncated or damaged
-    checkpoint (a zip archive whose end is missing), a checkpoint with GPU tensors on a machine without
-    one, and a complete archive that this torch cannot load. A remote URL (``s3://`` ...) is not
-    inspected: the message names it and the error.
+    Tells apart a file that holds code (a pickled call, refused: qidbm loads files as data only), a file
+    that is not a checkpoint at all (a text file, an image), a truncated or damaged checkpoint (a zip
+    archive whose end is missing), a checkpoint with GPU tensors on a machine without one, and a complete
+    archive that this torch cannot load. A remote URL (``s3://`` ...) is not inspected: the message names
+    it and the error. ``what`` names the kind of file (``"checkpoint"``, ``"FID Inception weights"``, ...);
+    the advice on checkpoints (resume from another, pass the ``.ckpt`` of ``qidbm fit``) is given for
+    checkpoints only, a caller adds its own for other files.
     """
+    ckpt = what == "checkpoint"
+    code = _holds_code(exc)
+    if code is not None:
+        call = f" (a pickled call of {code})" if code else ""
+        return (f"could not read {what} {os.fspath(path)}: it holds code{call}, not only tensors and plain data, "
+                "and was refused: loading it could run that code. qidbm reads such files as data only (torch.load "
+                "with weights_only=True)" + ("; pass a .ckpt written by `qidbm fit`" if ckpt else "")
+                + ", and load this file nowhere else unless you trust where it came from")
     if "://" in os.fspath(path):
-        return f"could not read checkpoint {os.fspath(path)} ({type(exc).__name__}: {exc})"
+        return f"could not read {what} {os.fspath(path)} ({_first_line(exc)})"
     p = Path(path)
     try:
         size = p.stat().st_size
         with open(p, "rb") as f:
             head = f.read(16)
     except OSError as e:
-        return f"could not read checkpoint {p} ({e}); check the path and its permissions"
+        return f"could not read {what} {p} ({e}); check the path and its permissions"
     if size == 0:
-        return (f"could not read checkpoint {p}: the file is empty (0 bytes), so it is truncated: resume from "
-                "another checkpoint (qidbm writes checkpoints atomically, so last.ckpt is complete unless it was "
-                "copied or edited by hand)")
+        return (f"could not read {what} {p}: the file is empty (0 bytes), so it is truncated"
+                + (": resume from another checkpoint (qidbm writes checkpoints atomically, so last.ckpt is complete "
+                   "unless it was copied or edited by hand)" if ckpt else ""))
     if not (head.startswith(b"PK") or head.startswith(b"\x80")):
-        return (f"could not read checkpoint {p}: it is not a checkpoint file (a checkpoint is a zip archive written "
-                f"by torch.save; this file starts with {head[:12]!r}, {size} bytes). Pass the .ckpt file written by "
-                "`qidbm fit` (e.g. runs/<run>/checkpoints/last.ckpt)")
+        if ckpt:
+            return (f"could not read checkpoint {p}: it is not a checkpoint file (a checkpoint is a zip archive "
+                    f"written by torch.save; this file starts with {head[:12]!r}, {size} bytes). Pass the .ckpt file "
+                    "written by `qidbm fit` (e.g. runs/<run>/checkpoints/last.ckpt)")
+        return (f"could not read {what} {p}: it is not a torch file (torch.save writes a zip archive; this file "
+                f"starts with {head[:12]!r}, {size} bytes)")
     if "torch.cuda.is_available() is False" in str(exc):
-        return (f"could not read checkpoint {p}: it holds GPU (CUDA) tensors and this machine has no GPU; "
+        return (f"could not read {what} {p}: it holds GPU (CUDA) tensors and this machine has no GPU; "
                 "load it onto the CPU (--device cpu, or map_location='cpu')")
     if head.startswith(b"PK") and zipfile.is_zipfile(p):
-        return (f"could not read checkpoint {p} ({type(exc).__name__}: {exc}). The file is a complete archive but "
-                "this torch cannot load it: was it written by another program or a much newer torch? Pass a .ckpt "
-                "written by `qidbm fit`")
-    return (f"could not read checkpoint {p} ({type(exc).__name__}: {exc}). The file is truncated or damaged: resume "
-            "from another one (qidbm writes checkpoints atomically, so last.ckpt is complete unless it was copied "
-            "or edited by hand)")
+        return (f"could not read {what} {p} ({_first_line(exc)}). The file is a complete archive but "
+                "this torch cannot load it: was it written by another program or a much newer torch?"
+                + (" Pass a .ckpt written by `qidbm fit`" if ckpt else ""))
+    return (f"could not read {what} {p} ({_first_line(exc)}). The file is truncated or damaged"
+            + (": resume from another one (qidbm writes checkpoints atomically, so last.ckpt is complete unless it "
+               "was copied or edited by hand)" if ckpt else ""))
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", *, what: str = "checkpoint",
+                    mmap: bool = False, data: bytes | None = None) -> Any:
+    """``torch.load`` of a local file as data only: the one reader of checkpoints and weights in qidbm.
+
+    ``weights_only=True`` always (passed explicitly, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn it
+    off): a file whose pickle calls anything but torch's tensor and container constructors is refused
+    before any of it runs. Any failure is a :class:`CheckpointError` saying why
+    (:func:`unreadable_checkpoint_message`; ``what`` names the kind of file); a missing file is a
+    ``FileNotFoundError``. ``data``: the file's bytes, read already (they are what is loaded; ``path``
+    names them in messages).
+    """
+    p = Path(path)
+    if data is None and not p.is_file():
+        raise FileNotFoundError(f"no {what} at {p}" + ("" if not p.is_dir() else " (it is a folder)"))
+    try:
+        if data is not None:
+            import io
+
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated, not a torch file, code, foreign objects, GPU tensors without a GPU
+        raise CheckpointError(unreadable_checkpoint_message(p, e, what)) from e
+
+
+def non_finite_entries(checkpoint: Any) -> list[str]:
+    """The tensors of a checkpoint that hold NaN/Inf: its ``state_dict`` entries and its persistent chains
+    (``qidbm`` section), each as ``"name: k of n values"``; empty when all are finite (or there are none)."""
+    if not isinstance(checkpoint, dict):
+        return []
+    named: list[tuple[str, torch.Tensor]] = []
+    state = checkpoint.get("state_dict")
+    if isinstance(state, dict):
+        named += [(str(k), v) for k, v in state.items()]
+    info = checkpoint.get("qidbm")
+    if isinstance(info, dict):
+        for r, chains in enumerate(info.get("chains_per_rank") or []):
+            for l, c in enumerate(chains or []):
+                named.append((f"persistent chains (rank {r}, layer {l})", c))
+    named = [(k, v) for k, v in named if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
+             and v.numel()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(v).all().cpu() for _, v in named])  # one reduction per tensor
+    if bool(ok.all()):
+        return []
+    return [f"{k}: {int((~torch.isfinite(v)).sum())} of {v.numel()} values" for (k, v), good in zip(named, ok.tolist())
+            if not good]
+
+
+def check_finite(checkpoint: Any, path: str | os.PathLike) -> None:
+    """:class:`CheckpointError` naming the NaN/Inf tensors of a checkpoint read from ``path`` (none: nothing)."""
+    bad = non_finite_entries(checkpoint)
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)} holds NaN/Inf values ({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})"
+            ": it was saved from a run that diverged, and its samples or scores would be meaningless (blank "
+            "images, nan log-likelihoods). Use an earlier checkpoint of the run (its checkpoints folder), or "
+            "retrain with a lower learning rate"
+        )
 
 
 def not_a_checkpoint_message(path: str | os.PathLike, why: str = "") -> str:
@@ -99,9 +199,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     :func:`qidbm.atomic.atomic_save`: writes ``<folder>/.<name>.<random>.tmp``, flushes and fsyncs it,
     then ``os.replace``-s it onto ``path`` and fsyncs the folder. On any error (including a
     ``KeyboardInterrupt``) the temporary file is removed and the previous ``path`` (if any) is untouched;
-    an ``OSError`` (disk full, quota, ...) is raised again naming the checkpoint and saying so.
+    an ``OSError`` (disk full, quota, ...) is raised again naming the checkpoint and saying so. A
+    checkpoint whose ``state_dict`` or chains hold NaN/Inf is never written
+    (:class:`NonFiniteCheckpointError`, the previous file kept).
     """
     path = os.fspath(path)
+    bad = non_finite_entries(obj)
+    if bad:
+        raise NonFiniteCheckpointError(
+            f"refusing to write checkpoint {path}: it holds NaN/Inf values ({'; '.join(bad[:3])}"
+            f"{'; ...' if len(bad) > 3 else ''}: the run diverged); the previous file there (if any) is kept "
+            "unchanged. Lower the learning rate (model.init_args.optimizer.init_args.lr) or train with FaultGuard(on_fault='restore'), "
+            "and resume from the last good checkpoint with --ckpt_path last")
     try:
         atomic_save(obj, path)
     except OSError as cause:
@@ -157,10 +266,10 @@ def check_checkpoint(checkpoint: dict, expected_class: str | None = None) -> dic
     return info
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu",
-                    weights_only: bool = True) -> dict:
-    """``torch.load`` of a checkpoint file with clear errors: ``FileNotFoundError`` for a missing file or
-    a folder, :class:`CheckpointError` (a ``ValueError``) for anything unreadable."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> dict:
+    """Read a checkpoint file as data only (:func:`safe_torch_load`) with clear errors: ``FileNotFoundError``
+    for a missing file or a folder, :class:`CheckpointError` (a ``ValueError``) for anything unreadable,
+    a file that holds code included (refused before any of it runs)."""
     p = Path(path)
     if p.is_dir():
         raise FileNotFoundError(f"{p} is a folder, not a checkpoint; pass the .ckpt file in it (e.g. {p / 'last.ckpt'})")
@@ -168,10 +277,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         raise FileNotFoundError(f"no checkpoint at {p}; pass the path of a .ckpt written by `qidbm fit`")
     if isinstance(map_location, (str, torch.device)):
         check_device(map_location)
-    try:
-        return torch.load(p, map_location=map_location, weights_only=weights_only)
-    except Exception as e:  # truncated, not a torch file, foreign objects, GPU tensors without a GPU
-        raise CheckpointError(unreadable_checkpoint_message(p, e)) from e
+    return safe_torch_load(p, map_location, mmap=mmap)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[BoltzmannMachine, dict]:
@@ -180,13 +286,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Returns ``(model, info)`` where ``info`` holds ``model_class``, ``model_config``,
     ``data_info`` (dataset, encoding, normalisation: what :func:`qidbm.data.decode` needs to
     turn samples into pixels) and the training hyperparameters (in the current form:
-    :func:`qidbm.legacy.upgrade_hparams`). The model is in eval mode.
+    :func:`qidbm.legacy.upgrade_hparams`). The model is in eval mode. A checkpoint whose parameters hold
+    NaN/Inf is refused (:class:`CheckpointError`), as is one that holds code.
     """
     p = Path(path)
     ckpt = read_checkpoint(p, map_location=map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(not_a_checkpoint_message(p, " (no 'state_dict')"))
     info = dict(check_checkpoint(ckpt))
+    check_finite({"state_dict": ckpt["state_dict"]}, p)
     model = build_model(info["model_class"], info["model_config"])
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
@@ -215,7 +323,10 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_out
 
     check_sample_output(sample_output)
     ckpt = read_checkpoint(src)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(not_a_checkpoint_message(src, " (no 'state_dict')"))
     info = dict(check_checkpoint(ckpt))
+    check_finite({"state_dict": ckpt["state_dict"]}, src)
     info["chains_per_rank"] = [None]
     info["generator_state_per_rank"] = [None]
     slim = {
@@ -227,4 +338,5 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_out
         "global_step": ckpt.get("global_step"),
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),
     }
-    return atomic_save(slim, dst)
+    atomic_torch_save(slim, dst)
+    return Path(dst)

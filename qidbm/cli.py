@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,13 @@ Shorter than the list below:
                           --trainer.callbacks.help SampleGrid
   qidbm {cmd} --model BoltzmannModule --model.model.help QiDBM
                           the options of a machine (RBM, GRBM, DBM, QiDBM, ...)
+
+Options of the qidbm command itself (on the command line, not in a config file):
+  --overwrite             qidbm fit: start a new run in folders that hold the
+                          checkpoints of an earlier run, removing them (without
+                          it such a fit is refused: resume that run with
+                          --ckpt_path last, or give this run a new folder)
+  --debug                 show the traceback of an error (also QIDBM_DEBUG=1)
 
 Configs to start from: configs/; options explained: README.md, docs/training.md.
 The complete list of options (Lightning's trainer included) follows."""
@@ -113,12 +121,13 @@ def _flat_options_problem(argv: list[str]) -> str | None:
             return f"{path}: " + legacy_config_message(init_args)
     if flags:
         return (f"{flags[0]} is a flat training option of qidbm 0.1; the options are now objects (docs/training.md): "
-                "e.g. --model.init_args.negative.init_args.sweeps 20 for cd_steps, "
+                "e.g. --model.init_args.negative qidbm.estimators.FromNoise --model.init_args.negative.sweeps 20 "
+                "for negative_start noise and cd_steps 20, "
                 "--model.init_args.optimizer.init_args.lr 0.01 for lr")
     return None
 
 
-def _lightning_cli(args: list[str] | None) -> None:
+def _lightning_cli(args: list[str] | None, overwrite: bool = False) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     import qidbm.data  # noqa: F401  (so that --data ArrayDataModule resolves by its short name)
@@ -133,7 +142,9 @@ def _lightning_cli(args: list[str] | None) -> None:
         When standard output is not a terminal, the progress bar is qidbm.progress.LogProgressBar
         (a few lines a minute) unless the config names a progress bar. W&B alone in the loggers
         (configs/loggers/wandb.yaml appended to a config that names no logger) keeps Lightning's
-        default local logger in front of it."""
+        default local logger in front of it. A fit into a checkpoint folder that holds another run's
+        checkpoints is refused unless it resumes that run or ``--overwrite`` is given
+        (qidbm.lightning.run_lock.check_new_run_folders)."""
 
         @staticmethod
         def subcommands() -> dict[str, set[str]]:
@@ -179,11 +190,18 @@ def _lightning_cli(args: list[str] | None) -> None:
         def before_fit(self):
             # lock the run folders before the fit sets its loggers up (a second run's CSVLogger would
             # delete the first run's metrics.csv there, before any callback hook)
-            from qidbm.lightning.run_lock import RunLock
+            from qidbm.lightning.run_lock import RunLock, check_new_run_folders
 
-            for cb in self.trainer.callbacks:
-                if isinstance(cb, RunLock):
-                    cb.lock_before_fit(self.trainer)
+            locks = [cb for cb in self.trainer.callbacks if isinstance(cb, RunLock)]
+            for cb in locks:
+                cb.lock_before_fit(self.trainer)
+            try:  # a new run never writes into the checkpoints of another (its last.ckpt would stay the old one)
+                check_new_run_folders(self.trainer, self.config_init[self.subcommand].get("ckpt_path"), overwrite)
+            except BaseException:
+                for cb in locks:
+                    cb.release()
+                    cb._checked = False
+                raise
 
         def _instantiate_trainer(self, config, callbacks):
             from lightning.pytorch.callbacks import ProgressBar
@@ -313,13 +331,94 @@ def _top_level(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``qidbm`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+#: exit status of an error in what the user asked for (a missing or damaged file, a bad setting, a folder
+#: in use), as argparse's usage errors; other errors that are explained in one line (a full disk, a run
+#: that diverged) exit with 1, Ctrl-C with 130
+USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130
+DEBUG_ENV = "QIDBM_DEBUG"
 
+
+#: errors of qidbm's own that say what to do, by class name (no import of Lightning or torch to tell them)
+_USER_ERROR_NAMES = {"RunFolderInUseError", "RunFolderNotEmptyError", "FIDWeightsError", "SampleMemoryError"}
+_USER_ERROR_CLASSES = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+                       FileExistsError)
+
+
+def _error_status(e: BaseException) -> tuple[int, str] | None:
+    """(exit status, one-line message) for an error the user can act on; None for a bug (traceback)."""
+    from qidbm.commands.sample import cli_flag
+
+    if isinstance(e, KeyboardInterrupt):
+        return INTERRUPTED_STATUS, "interrupted (Ctrl-C); files are written atomically, so none is left half written"
+    if callable(getattr(e, "message", None)):  # SettingError, SampleMemoryError: the settings as flags
+        text = e.message(cli_flag)
+    elif isinstance(e, OSError) and e.strerror and e.filename is None:  # "[Errno 28] ..." without the number
+        text = e.strerror
+    else:
+        text = str(e)
+    text = " ".join(str(text).split()) or type(e).__name__  # one line
+    if isinstance(e, _USER_ERROR_CLASSES) or {c.__name__ for c in type(e).__mro__} & _USER_ERROR_NAMES:
+        return USER_ERROR_STATUS, text
+    if isinstance(e, (OSError, FloatingPointError)):  # a full disk, a quota, a run that diverged
+        return 1, text
+    return None
+
+
+def _strip_flag(argv: list[str], flag: str) -> tuple[list[str], bool]:
+    if flag not in argv:
+        return argv, False
+    return [a for a in argv if a != flag], True
+
+
+def run(argv: list[str], *, debug: bool | None = None) -> int:
+    """The ``qidbm`` command line: :func:`main` with an error the user can act on (a missing, damaged or
+    refused checkpoint, a bad setting, a folder in use, a full disk, ...) printed as one line,
+    ``qidbm COMMAND: error: ...``, and an exit status (2 for an error in the input, 1 for other failures
+    explained in one line, 130 for Ctrl-C) instead of a traceback. ``--debug`` anywhere on the line, the
+    environment variable ``QIDBM_DEBUG=1`` or ``debug=True``: the error is raised as in Python, with
+    its traceback. Errors that are not explained (bugs) always show their traceback."""
+    return _run(list(argv), debug=debug, from_sys=False)
+
+
+def _run(argv: list[str], *, debug: bool | None, from_sys: bool) -> int:
+    argv, flag = _strip_flag(argv, "--debug")
+    if flag and from_sys:
+        sys.argv[1:] = argv  # LightningCLI reads sys.argv (and DDP workers are started with it)
+    if debug is None:
+        debug = flag or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if debug:
+        return _main(argv, from_sys=from_sys)
+    try:
+        return _main(argv, from_sys=from_sys)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:
+        found = _error_status(e)
+        if found is None:
+            raise
+        status, text = found
+        command = argv[0] if argv and argv[0] in COMMANDS else None
+        prog = f"qidbm {command}" if command else "qidbm"
+        hint = "" if isinstance(e, KeyboardInterrupt) else f" (run with --debug, or {DEBUG_ENV}=1, for the traceback)"
+        print(f"{prog}: error: {text}{hint}", file=sys.stderr, flush=True)
+        return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``qidbm`` command with ``argv``; returns the exit status.
+
+    Without ``argv`` (the ``qidbm`` console script, ``python -m qidbm.cli``): the command line, :func:`run`
+    on ``sys.argv[1:]`` (one-line errors). With ``argv`` (Python callers, tests): errors are raised.
     ``fit`` and ``validate`` end as LightningCLI does (``--help`` and ``--print_config`` raise
     ``SystemExit``); the rest return their status."""
-    from_sys = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        return _run(list(sys.argv[1:]), debug=None, from_sys=True)
+    argv, _ = _strip_flag(list(argv), "--debug")
+    return _main(argv, from_sys=False)
+
+
+def _main(argv: list[str], from_sys: bool) -> int:
     first = argv[0] if argv else ""
     # LightningCLI's own options before the command (`qidbm --config CONFIG.yaml fit`) go on to it
     lightning_first = first in LIGHTNING_COMMANDS or first.split("=")[0] in ("-c", "--config", "--print_config")
@@ -338,21 +437,37 @@ def main(argv: list[str] | None = None) -> int:
         from qidbm.commands.evaluate import cmd_evaluate
 
         return cmd_evaluate(argv[1:])
+    overwrite = False
+    if "fit" in argv:
+        argv, overwrite = _strip_flag(argv, "--overwrite")
+        if overwrite and from_sys:
+            sys.argv[1:] = argv
     problem = _flat_options_problem(argv)
     if problem:
         print(f"qidbm: error: {problem}", file=sys.stderr)
         return 2
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from qidbm.lightning.final_checkpoint import SIGTERM_EXIT_STATUS
+    from qidbm.lightning.final_checkpoint import SIGINT_EXIT_STATUS, SIGTERM_EXIT_STATUS, last_stop, reset_last_stop
 
+    reset_last_stop()
     try:
-        _lightning_cli(None if from_sys else argv)
+        _lightning_cli(None if from_sys else argv, overwrite=overwrite)
     except SIGTERMException:
         # Lightning ends a fit on SIGTERM with SIGTERMException, a SystemExit whose status is 0: a
         # scheduler would read that as a finished job. FinalCheckpoint has written last.ckpt and said so.
+        # Ctrl-C (SIGINT) stops the same way (FinalCheckpoint's handler), with status 130.
+        if last_stop()["signal"] == "SIGINT":
+            print(f"qidbm: stopped by SIGINT (Ctrl-C); exit status {SIGINT_EXIT_STATUS}", file=sys.stderr)
+            return SIGINT_EXIT_STATUS
         print(f"qidbm: stopped by SIGTERM; exit status {SIGTERM_EXIT_STATUS}", file=sys.stderr)
         return SIGTERM_EXIT_STATUS
+    except SystemExit as e:
+        # a second Ctrl-C: Lightning's shutdown after a KeyboardInterrupt ends with sys.exit(1)
+        if e.code == 1 and last_stop()["aborted"]:
+            print(f"qidbm: aborted by a second Ctrl-C; exit status {SIGINT_EXIT_STATUS}", file=sys.stderr)
+            return SIGINT_EXIT_STATUS
+        raise
     return 0
 
 

@@ -77,6 +77,21 @@ def output_path_problem(path, *, folder: bool) -> str | None:
     return None
 
 
+def unnamed_output_problem(named, companion) -> str | None:
+    """Why writing ``companion`` beside the output file the user ``named`` would replace a file of someone
+    else's, or None.
+
+    ``qidbm sample --out grid.png`` also writes ``grid.npy``. An existing ``grid.npy`` is replaced only
+    when ``grid.png`` exists too: the two are then the set an earlier ``qidbm sample`` wrote (and the
+    user named its grid again). A ``grid.npy`` alone belongs to someone else and is never replaced."""
+    named, companion = Path(named).expanduser(), Path(companion).expanduser()
+    if companion.exists() and not named.exists():
+        return (f"{companion} already exists and the array of the samples would replace it (qidbm sample writes "
+                f"it beside {named.name}); it is not part of an earlier `qidbm sample` output ({named} does not "
+                "exist). Move it away, or choose another --out name")
+    return None
+
+
 def check_device_arg(device: str) -> str | None:
     """The error message for an unusable ``--device``, or None."""
     from qidbm.checkpoint import check_device

@@ -20,7 +20,7 @@ from qidbm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-OVERLAYS = {"wide.yaml": "mnist_grbm.yaml", "tempered_finetune.yaml": "dbm_498.yaml"}
+OVERLAYS = {"wide.yaml": "mnist_grbm.yaml", "tempered_finetune.yaml": "dbm_498.yaml", "long.yaml": "dbm_498.yaml"}
 SLOW = ("dbm_784", "qidbm_784", "dbm_686", "qidbm_686", "dbm_588", "qidbm_588", "mnist_bitplanes")
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from qidbm.api import EVALUATION_DEFAULTS, PRESETS
-from qidbm.commands.sample import add_checkpoint_argument, cli_flag
+from qidbm.commands.sample import add_checkpoint_argument, add_debug_argument, cli_flag
 
 PAPER_PRESET = "paper"
 QUICK_PRESET = "quick"
@@ -69,13 +68,24 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"AIS intermediate distributions ({_default('ais_betas')})")
     p.add_argument("--ais-test-examples", type=int, default=None,
                    help=f"test examples for the log-likelihood ({_default('ais_test_examples')})")
+    p.add_argument("--raise-runs", type=int, default=0, metavar="N",
+                   help="also RAISE (reverse AIS), the conservative estimate, with N reverse chains per test image on "
+                        "the same images and temperatures as AIS (default 0: skip; costs about N x test images / "
+                        "--ais-runs times AIS): AIS errs high, RAISE low")
+    p.add_argument("--binarization", choices=["threshold", "stochastic"], default=None,
+                   help="MNIST / Fashion-MNIST test set to score on: threshold (x > 0.5) or stochastic (each pixel "
+                        "Bernoulli(x), a fixed draw from --binarize-seed, as the likelihood literature); default: "
+                        "the one the machine was trained on")
+    p.add_argument("--binarize-seed", type=int, default=0, help="seed of the stochastically binarised test set (default 0)")
     p.add_argument("--save-samples", default=None, help="folder to save the generated images (.npy + grid .png)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    add_debug_argument(p)
     return p
 
 
 def cmd_evaluate(argv: list[str]) -> int:
     from qidbm.api import SampleMemoryError, SettingError, evaluate
+    from qidbm.atomic import OutputWriteError, atomic_write_set
     from qidbm.preflight import output_path_problem
     from qidbm.samplers.arguments import SAMPLING_OPTIONS
 
@@ -83,7 +93,8 @@ def cmd_evaluate(argv: list[str]) -> int:
     if a.json:
         problem = output_path_problem(a.json, folder=False)
         if problem:  # before the checkpoint, the sampling and AIS: a bad argument costs nothing
-            print(f"error: --json {a.json}: {problem}; choose another path (nothing was computed)", file=sys.stderr)
+            print(f"qidbm evaluate: error: --json {a.json}: {problem}; choose another path (nothing was computed)",
+                  file=sys.stderr)
             return 2
     try:
         results = evaluate(
@@ -91,14 +102,24 @@ def cmd_evaluate(argv: list[str]) -> int:
             fid_weights=a.fid_weights, fid_backend=a.fid_backend, fid_batch_size=a.fid_batch_size,
             fid_reference=a.fid_reference, fid_reference_size=a.fid_reference_size, fid_method=a.fid_method,
             prc_samples=a.prc_samples, copy_samples=a.copy_samples, ais_runs=a.ais_runs, ais_betas=a.ais_betas,
-            ais_test_examples=a.ais_test_examples, batch_size=a.batch_size, save_samples=a.save_samples,
+            ais_test_examples=a.ais_test_examples, raise_runs=a.raise_runs, binarization=a.binarization,
+            binarize_seed=a.binarize_seed, batch_size=a.batch_size, save_samples=a.save_samples,
             data_root=a.data_root, progress=True, log=lambda line: print(line, flush=True),
             **{k: getattr(a, k) for k in SAMPLING_OPTIONS})
     except (SettingError, SampleMemoryError) as e:
-        print(f"error: {e.message(cli_flag)}", file=sys.stderr)
+        print(f"qidbm evaluate: error: {e.message(cli_flag)}", file=sys.stderr)
         return 2
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(results, indent=2))
+        text = json.dumps(results, indent=2) + "\n"
+        # printed first: a write that fails (a full disk) loses none of the work
+        print(f"results (also written to {a.json}):\n{text}", end="", flush=True)
+        try:
+            atomic_write_set([(a.json, lambda f: f.write(text.encode()))], what="results")
+        except OutputWriteError as e:
+            print(f"qidbm evaluate: error: {e.strerror}; the results are printed above", file=sys.stderr)
+            return 1
         print(f"wrote {a.json}")
+    if results.get("save_samples_error"):
+        print(f"qidbm evaluate: error: {results['save_samples_error']}", file=sys.stderr)
+        return 1
     return 0

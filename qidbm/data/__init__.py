@@ -7,7 +7,8 @@
   arrays) and ``ImageFolderDataModule`` (torchvision ``ImageFolder``): your own data, with the
   same encodings and ``data_info`` as the built-in modules.
 - :mod:`qidbm.data.encodings`: ``encode`` / ``decode`` / ``validate`` for the ``binary``,
-  ``bitplanes`` and ``continuous`` encodings, driven by a JSON-able ``info`` dict.
+  ``bitplanes`` and ``continuous`` encodings, driven by a JSON-able ``info`` dict;
+  ``stochastic_binarize`` (the MNIST modules' ``binarization="stochastic"``).
 - :mod:`qidbm.data.idx`: IDX reader / writer / validator.
 - :mod:`qidbm.data.roots`: data root and cache resolution, decompression of ``.gz`` files.
 - :mod:`qidbm.data.batching`: whole-batch dataset and DDP-sharding batch sampler.
@@ -35,6 +36,7 @@ from .encodings import (
     encode_uint8,
     make_info,
     n_visible_for,
+    stochastic_binarize,
     validate,
     validate_images,
     validate_info,
@@ -71,6 +73,7 @@ __all__ = [
     "read_idx",
     "resolve_cache_dir",
     "resolve_data_root",
+    "stochastic_binarize",
     "validate",
     "validate_idx",
     "validate_images",

@@ -28,9 +28,18 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .encodings import Encoder
+from .encodings import Encoder, binarization_seed, stochastic_binarize
 
-__all__ = ["IndexBatchSampler", "ResumableDataLoader", "TensorBatchDataset"]
+__all__ = ["IndexBatch", "IndexBatchSampler", "ResumableDataLoader", "StochasticBinaryBatchDataset", "TensorBatchDataset"]
+
+
+class IndexBatch(list):
+    """One batch of dataset indices (a ``list``) that also carries the sampler's ``epoch``, so a
+    dataset can vary its items by epoch (:class:`StochasticBinaryBatchDataset`), also in worker processes."""
+
+    def __init__(self, indices=(), epoch: int = 0):
+        super().__init__(indices)
+        self.epoch = int(epoch)
 
 
 class TensorBatchDataset(Dataset):
@@ -57,9 +66,43 @@ class TensorBatchDataset(Dataset):
         return self.encoder.encode_uint8(self.pixels[idx])
 
 
+class StochasticBinaryBatchDataset(TensorBatchDataset):
+    """8-bit training images stochastically binarised afresh every epoch.
+
+    Epoch e's images are ``stochastic_binarize(pixels, binarization_seed(seed, "train", e))``
+    (:mod:`qidbm.data.encodings`): each pixel is 1 with probability its intensity, drawn anew
+    each epoch as Salakhutdinov and Hinton's DBM code redraws every training batch it uses.
+    The draw depends on the epoch and the image's index only (not on the batch, the rank or a
+    resume), so an interrupted run that resumes sees the same bits. The epoch comes with each
+    :class:`IndexBatch`; a plain list of indices is epoch 0. Epoch e's images are drawn whole,
+    once, when its first batch is asked for.
+    """
+
+    def __init__(self, pixels: Tensor, encoder: Encoder, seed: int):
+        super().__init__(pixels, encoder)
+        self.seed = int(seed)
+        self._epoch: int | None = None
+        self._drawn: Tensor | None = None
+
+    def epoch_pixels(self, epoch: int) -> Tensor:
+        """The whole training part as binarised for ``epoch``: uint8 {0, 255} [N, C, H, W]."""
+        if self._epoch != epoch:
+            self._drawn = stochastic_binarize(self.pixels, binarization_seed(self.seed, "train", int(epoch)))
+            self._epoch = epoch
+        assert self._drawn is not None
+        return self._drawn
+
+    def __getitem__(self, index: int | list[int] | Tensor) -> Tensor:
+        pixels = self.epoch_pixels(getattr(index, "epoch", 0))
+        if isinstance(index, int):
+            return self.encoder.encode_uint8(pixels[index : index + 1])[0]
+        return self.encoder.encode_uint8(pixels[torch.as_tensor(list(index), dtype=torch.long)])
+
+
 class IndexBatchSampler(DistributedSampler):
     """Yields batches as lists of dataset indices, sharded across ``num_replicas`` ranks.
 
+    Each batch is an :class:`IndexBatch` (a list of indices with the epoch).
     Every epoch all ranks draw the same permutation (``torch.randperm`` seeded with
     ``seed + epoch``; the identity when ``shuffle=False``). With ``drop_last=True`` the
     permutation is cut to a multiple of ``num_replicas``; otherwise it is padded by wrapping
@@ -158,7 +201,7 @@ class IndexBatchSampler(DistributedSampler):
         self.set_epoch(epoch)
         self._skip = done
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[IndexBatch]:
         if not self._epoch_was_set:
             self.epoch += 1
         self._epoch_was_set = False
@@ -171,7 +214,7 @@ class IndexBatchSampler(DistributedSampler):
             if i < skip:
                 continue
             self._yielded += 1
-            yield batch.tolist()
+            yield IndexBatch(batch.tolist(), self.epoch)
 
     def __len__(self) -> int:
         """Number of batches per rank."""

@@ -5,7 +5,9 @@ dataset classes), holds out ``val_size`` training images (seeded), and serves fl
 batches [B, n_visible] of the chosen encoding (``binary``, ``bitplanes`` or
 ``continuous``; see :mod:`qidbm.data.encodings`). Batches are gathered and encoded whole
 (no per-sample collation) and sharded across DDP ranks by :class:`IndexBatchSampler`.
-Labels are dropped.
+Labels are dropped. MNIST and Fashion-MNIST binarise at 0.5 or, with
+``binarization="stochastic"``, by drawing each pixel (a fixed seeded test set, training images
+redrawn each epoch; :class:`MNISTDataModule`).
 
 Typical use (``LightningCLI`` builds the same from YAML ``data:`` sections)::
 
@@ -38,13 +40,26 @@ from tqdm.auto import tqdm
 from qidbm.atomic import atomic_save
 from qidbm.progress import tqdm_kwargs
 
-from .batching import IndexBatchSampler, ResumableDataLoader, TensorBatchDataset
-from .encodings import ENCODINGS, NORMALIZATIONS, Encoder, compute_normalization, make_info, n_visible_for, validate_info
+from .batching import IndexBatchSampler, ResumableDataLoader, StochasticBinaryBatchDataset, TensorBatchDataset
+from .encodings import (
+    ENCODINGS,
+    NORMALIZATIONS,
+    Encoder,
+    binarization_seed,
+    compute_normalization,
+    make_info,
+    n_visible_for,
+    stochastic_binarize,
+    validate_info,
+)
 from .roots import DataNotFoundError, prepare_idx_root, resolve_cache_dir, resolve_data_root
 
-__all__ = ["CelebADataModule", "CelebAImageError", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "datamodule_from_info"]
+__all__ = ["BINARIZATIONS", "CelebADataModule", "CelebAImageError", "FashionMNISTDataModule", "ImageDataModule",
+           "MNISTDataModule", "datamodule_from_info"]
 
 Split = Literal["train", "test"]
+#: how the MNIST modules' ``binary`` encoding binarises: at 0.5, or by drawing each pixel
+BINARIZATIONS: tuple[str, ...] = ("threshold", "stochastic")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -164,7 +179,7 @@ class ImageDataModule(L.LightningDataModule):
         self._pixels.update(self._load_parts())
         if self._pinned_info is not None:
             # Encode exactly as the checkpoint's model was trained (recorded normalisation).
-            self._info = self._pinned_info
+            self._info = self._reconcile_pinned(self._pinned_info)
         else:
             norm = None
             if self.encoding == "continuous":
@@ -189,6 +204,10 @@ class ImageDataModule(L.LightningDataModule):
         perm = torch.randperm(n, generator=g)
         val_idx, train_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
         return {"train": full[train_idx], "val": full[val_idx]}
+
+    def _reconcile_pinned(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The pinned ``info`` as this module serves it (subclasses add what they change, e.g. the binarisation)."""
+        return info
 
     def _normalization_source(self) -> str:
         """Which images the ``continuous`` statistics come from (recorded in ``data_info()``)."""
@@ -273,15 +292,16 @@ class ImageDataModule(L.LightningDataModule):
         # a resumable training loader: Lightning saves its position in checkpoints and restores it
         loader_class = ResumableDataLoader if train and self.resumable_train_loader else DataLoader
         return loader_class(
-            self._batch_dataset(pixels),
+            self._batch_dataset(pixels, train=train),
             batch_size=None,  # the sampler yields whole batches; no collation
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def _batch_dataset(self, pixels: Tensor) -> Dataset:
-        """The dataset a loader gathers whole batches from (``dataset[list_of_indices]``)."""
+    def _batch_dataset(self, pixels: Tensor, train: bool = False) -> Dataset:
+        """The dataset a loader gathers whole batches from (``dataset[list_of_indices]``); ``train``:
+        for the training loader."""
         return TensorBatchDataset(pixels, self.encoder)
 
     def train_dataloader(self) -> DataLoader:
@@ -351,7 +371,7 @@ class ImageDataModule(L.LightningDataModule):
         if saved is None:
             return
         now = self.data_info()
-        for key in ("dataset", "encoding", "image_shape", "n_visible"):
+        for key in ("dataset", "encoding", "image_shape", "n_visible", "binarization"):
             if saved.get(key) != now.get(key):
                 raise ValueError(
                     f"checkpoint was trained on {key}={saved.get(key)!r} but this data module gives "
@@ -360,9 +380,74 @@ class ImageDataModule(L.LightningDataModule):
 
 
 class _IDXImageDataModule(ImageDataModule):
-    """MNIST-format data sets (raw IDX files read by torchvision)."""
+    """MNIST-format data sets (raw IDX files read by torchvision).
+
+    Args: as :class:`ImageDataModule`, plus
+
+        binarization: how ``encoding="binary"`` binarises. ``"threshold"`` (default; the DO-EM
+            paper's and Taniguchi et al.'s code): ``v = 1[x > 0.5]``. ``"stochastic"`` (the
+            likelihood literature's binarised MNIST, Salakhutdinov and Murray 2008): ``v ~
+            Bernoulli(x)`` per pixel (:func:`~qidbm.data.encodings.stochastic_binarize`), with
+
+            - the **test set drawn once**, from ``binarization_seed(binarize_seed, "test")``: the same
+              10,000 binary images for every run and every evaluation with that seed (the fixed
+              stochastically binarised test set the literature reports on);
+            - the **training images drawn afresh every epoch** (seed ``(binarize_seed, "train",
+              epoch)``), as Salakhutdinov and Hinton's DBM code redraws each training batch it
+              uses; the held-out ``val_size`` images are drawn once (``"val"``), like the test set.
+
+            ``data_info()["binarization"]`` records ``{"kind", "seed", "train", "test_sha256"}`` (the
+            last a digest of the drawn test bits) and ``data_info()["preprocessing"]`` names it, so
+            checkpoints record it, FID reference statistics of the two binarisations are cached
+            apart, and an evaluation that rebuilds the module checks that it drew the same test set.
+        binarize_seed: seed of the stochastic binarisation (ignored by ``"threshold"``).
+    """
 
     _tv_class: ClassVar[type] = torchvision.datasets.MNIST
+
+    def __init__(
+        self,
+        root: str | None = None,
+        encoding: Literal["binary", "bitplanes", "continuous"] = "binary",
+        batch_size: int = 600,
+        val_size: int = 0,
+        num_workers: int = 0,
+        download: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
+        normalize: Literal["pixel", "global", "none"] = "pixel",
+        std_floor: float = 0.01,
+        cache_dir: str | None = None,
+        binarization: Literal["threshold", "stochastic"] = "threshold",
+        binarize_seed: int = 0,
+    ) -> None:
+        super().__init__(
+            root=root,
+            encoding=encoding,
+            batch_size=batch_size,
+            val_size=val_size,
+            num_workers=num_workers,
+            download=download,
+            seed=seed,
+            shuffle=shuffle,
+            normalize=normalize,
+            std_floor=std_floor,
+            cache_dir=cache_dir,
+        )
+        if binarization not in BINARIZATIONS:
+            raise ValueError(f"binarization={binarization!r}; choose one of {list(BINARIZATIONS)}")
+        if binarization == "stochastic" and encoding != "binary":
+            raise ValueError(
+                f"binarization='stochastic' draws binary pixels for encoding='binary', got encoding={encoding!r}; "
+                "use encoding='binary' (or binarization='threshold')"
+            )
+        self.binarization = binarization
+        self.binarize_seed = int(binarize_seed)
+        self._train_draw0: Tensor | None = None
+
+    @property
+    def stochastic(self) -> bool:
+        return self.binarization == "stochastic"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -386,9 +471,73 @@ class _IDXImageDataModule(ImageDataModule):
 
     def labelled_split(self, split: Literal["train", "test"]) -> tuple[Tensor, Tensor]:
         """All images of torchvision's ``train`` (60,000) or ``test`` split with their class labels:
-        uint8 [N, 1, 28, 28] and int64 [N] (the held-out validation images are not removed)."""
+        uint8 [N, 1, 28, 28] and int64 [N] (the held-out validation images are not removed; the
+        grey pixels, whatever the binarisation)."""
         ds = self._tv_class(str(self._tv_root()), train=split == "train", download=False)
         return ds.data.to(torch.uint8).unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+
+    # ------------------------------------------------------------------ stochastic binarisation
+    def _load_parts(self) -> dict[str, Tensor]:
+        parts = super()._load_parts()  # the training part stays grey: it is redrawn every epoch
+        if self.stochastic and "val" in parts:
+            parts["val"] = stochastic_binarize(parts["val"], binarization_seed(self.binarize_seed, "val"))
+        return parts
+
+    def _test_pixels(self) -> Tensor:
+        if "test" not in self._pixels:
+            test = self._load_split("test")
+            if self.stochastic:
+                test = stochastic_binarize(test, binarization_seed(self.binarize_seed, "test"))
+            self._pixels["test"] = test
+        return self._pixels["test"]
+
+    def _binarization_record(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self._test_pixels().numpy().tobytes()).hexdigest()[:16]
+        return {"binarization": {"kind": "stochastic", "seed": self.binarize_seed, "train": "redrawn each epoch",
+                                 "test_sha256": digest},
+                "preprocessing": f"stochastic_binarization_seed_{self.binarize_seed}"}
+
+    def _extra_info(self) -> dict[str, Any]:
+        return self._binarization_record() if self.stochastic else {}
+
+    def _reconcile_pinned(self, info: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's info with this module's binarisation: the recorded one when they agree (its
+        test set digest checked), else this module's (evaluating a model on the other binarisation)."""
+        info = copy.deepcopy(info)
+        recorded = info.pop("binarization", None)
+        if recorded is not None and info.get("preprocessing", "").startswith("stochastic_binarization"):
+            info.pop("preprocessing")
+        recipe = info.get("datamodule", {}).get("init_args")
+        if recipe is not None and (self.stochastic or "binarization" in recipe):  # it rebuilds what this serves
+            recipe.update(binarization=self.binarization, binarize_seed=self.binarize_seed)
+        if not self.stochastic:
+            return info
+        now = self._binarization_record()
+        if recorded is not None and recorded.get("seed") == self.binarize_seed and \
+                recorded.get("test_sha256") not in (None, now["binarization"]["test_sha256"]):
+            raise ValueError(
+                f"the stochastically binarised {self.dataset_name} test set drawn with binarize_seed="
+                f"{self.binarize_seed} has digest {now['binarization']['test_sha256']}, but the checkpoint recorded "
+                f"{recorded['test_sha256']}: this torch draws other bits from the same seed, so its scores are "
+                "not on the recorded test set"
+            )
+        info.update(now)
+        return info
+
+    def _batch_dataset(self, pixels: Tensor, train: bool = False) -> Dataset:
+        if train and self.stochastic:
+            return StochasticBinaryBatchDataset(pixels, self.encoder, self.binarize_seed)
+        return super()._batch_dataset(pixels, train)
+
+    def split_pixels(self, split: Literal["train", "val", "test"]) -> Tensor:
+        """As :meth:`ImageDataModule.split_pixels`; with ``binarization="stochastic"`` the images are
+        binarised ({0, 255}): test and val as drawn once, train as drawn for epoch 0."""
+        pixels = super().split_pixels(split)
+        if split != "train" or not self.stochastic:
+            return pixels
+        if self._train_draw0 is None:
+            self._train_draw0 = StochasticBinaryBatchDataset(pixels, self.encoder, self.binarize_seed).epoch_pixels(0)
+        return self._train_draw0
 
 
 class MNISTDataModule(_IDXImageDataModule):

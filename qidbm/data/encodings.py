@@ -22,6 +22,12 @@ pixel value is ``b = round(255 * x)`` in {0, ..., 255}.
     split, std floored at ``std_floor``), ``"global"`` (one scalar mean/std) or ``"none"``
     (v = x). Decode: ``x = clip(v * std + mean, 0, 1)``.
 
+**Stochastic binarisation** (the likelihood literature's binarised MNIST, Salakhutdinov and Murray
+2008) is a pixel transformation applied before the ``binary`` encoding, not an encoding of its own:
+:func:`stochastic_binarize` sets pixel p to 255 with probability ``b_p / 255`` and to 0 otherwise,
+so ``binary`` then reads ``v_p ~ Bernoulli(x_p)``. The MNIST data modules' ``binarization``
+option uses it (:class:`~qidbm.data.MNISTDataModule`); ``info["binarization"]`` records it.
+
 ``info`` is the small JSON-able dict a data module's ``data_info()`` returns and that is
 saved inside checkpoints, so that :func:`decode` turns samples into pixels without data::
 
@@ -32,6 +38,8 @@ saved inside checkpoints, so that :func:`decode` turns samples into pixels witho
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any, Literal, Sequence
 
@@ -50,6 +58,7 @@ __all__ = [
     "encode_uint8",
     "make_info",
     "n_visible_for",
+    "stochastic_binarize",
     "validate",
     "validate_images",
     "validate_info",
@@ -180,6 +189,34 @@ def compute_normalization(
         std = (s2 / n - mean * mean).clamp_min(0).sqrt()
     std = std.clamp_min(std_floor)
     return {"kind": kind, "mean": mean.tolist(), "std": std.tolist(), "std_floor": float(std_floor)}
+
+
+def binarization_seed(seed: int, *salt: Any) -> int:
+    """A 63-bit generator seed derived from ``seed`` and a salt (e.g. ``"test"``, or ``"train", epoch``):
+    the first 8 bytes of ``sha256(json([seed, *salt]))``, so every split and epoch gets its own stream."""
+    digest = hashlib.sha256(json.dumps([int(seed), *salt]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def stochastic_binarize(pixels: Tensor, seed: int, chunk: int = 4096) -> Tensor:
+    """Stochastic binarisation of 8-bit images: uint8 [N, ...] -> uint8 in {0, 255}, same shape.
+
+    ``out_p = 255 * 1[u_p < b_p / 255]`` with ``u_p ~ U[0, 1)`` drawn by a CPU ``torch.Generator``
+    seeded with ``seed``, in chunks of ``chunk`` images in order (part of the definition: the
+    same seed gives the same images on any machine with this torch). Each pixel is therefore 1
+    with probability its intensity: 0 stays 0, 255 stays 255. The ``binary`` encoding of the
+    result (``b >= 128``) is the drawn bits.
+    """
+    if pixels.dtype != torch.uint8:
+        raise ValueError(f"stochastic_binarize takes uint8 pixels, got {pixels.dtype}")
+    g = torch.Generator().manual_seed(int(seed))
+    out = torch.empty_like(pixels, device="cpu")
+    src = pixels.cpu()
+    for i in range(0, src.shape[0], chunk):
+        part = src[i : i + chunk]
+        u = torch.rand(part.shape, generator=g)
+        out[i : i + chunk] = (u < part.to(torch.float32) / 255.0).to(torch.uint8) * 255
+    return out
 
 
 class Encoder:

@@ -233,9 +233,9 @@ class _OwnDataModule(ImageDataModule):
         return True
 
     # ------------------------------------------------------------------ loaders and splits
-    def _batch_dataset(self, pixels: Tensor) -> Dataset:
+    def _batch_dataset(self, pixels: Tensor, train: bool = False) -> Dataset:
         if pixels.dtype == torch.uint8:
-            return super()._batch_dataset(pixels)
+            return super()._batch_dataset(pixels, train)
         enc = self.encoder
         return EncodedRows(torch.cat([enc.encode(pixels[i : i + _CHUNK]) for i in range(0, pixels.shape[0], _CHUNK)]))
 

@@ -1,16 +1,33 @@
-"""Final checkpoint: ``last.ckpt`` at the step where a fit stops (its end, or SIGTERM)."""
+"""Final checkpoint: ``last.ckpt`` at the step where a fit stops (its end, SIGTERM, or Ctrl-C)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import lightning as L
 
-__all__ = ["SIGTERM_EXIT_STATUS", "FinalCheckpoint"]
+__all__ = ["SIGINT_EXIT_STATUS", "SIGTERM_EXIT_STATUS", "FinalCheckpoint", "last_stop", "reset_last_stop"]
 
 
 SIGTERM_EXIT_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+SIGINT_EXIT_STATUS = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
+
+#: how the last fit in this process was stopped by a signal: ``signal`` ("SIGTERM", "SIGINT" or None)
+#: and ``aborted`` (a second Ctrl-C: no checkpoint written); read by ``qidbm fit`` for its exit status
+_LAST_STOP: dict = {"signal": None, "aborted": False}
+
+
+def last_stop() -> dict:
+    """How the last fit of this process was stopped: ``{"signal": "SIGTERM" | "SIGINT" | None, "aborted": bool}``."""
+    return dict(_LAST_STOP)
+
+
+def reset_last_stop() -> None:
+    """Forget how the last fit was stopped (before a new one)."""
+    _LAST_STOP.update(signal=None, aborted=False)
 
 
 class FinalCheckpoint(L.Callback):
@@ -27,13 +44,22 @@ class FinalCheckpoint(L.Callback):
       with status 143, so a scheduler does not read the stop as a finished job. On SLURM, Lightning's
       ``SLURMEnvironment(auto_requeue=True)`` still handles the requeue signal (an HPC checkpoint and
       ``scontrol requeue``).
+    * SIGINT (Ctrl-C), with ``handle_sigint`` (default): the same stop as SIGTERM (a line says it is
+      coming), ``last.ckpt`` at that step, and ``qidbm fit`` exits with status 130. A second Ctrl-C
+      aborts at once (Lightning's own shutdown, no checkpoint of this step; the files written before
+      are complete). Lightning's own handling of Ctrl-C would end the fit at once without a checkpoint.
+      The handler is in place while the fit runs (sanity check and training) and is then put back.
 
     ``qidbm fit`` installs it by default. ``saved`` lists the files written by the last stop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, handle_sigint: bool = True) -> None:
+        self.handle_sigint = handle_sigint
         self.saved: list[str] = []
         self.stopped_by_sigterm_at: int | None = None
+        self._sigint_count = 0
+        self._previous_sigint = None
+        self._trainer = None
 
     @staticmethod
     def _model_checkpoints(trainer: L.Trainer) -> list:
@@ -60,6 +86,57 @@ class FinalCheckpoint(L.Callback):
             return path
         return None
 
+    # ---------------------------------------------------------------- Ctrl-C
+    def _install_sigint(self, trainer: L.Trainer) -> None:
+        if not self.handle_sigint or self._previous_sigint is not None:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        self._trainer = trainer
+        self._sigint_count = 0
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is None:
+            return
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+        self._previous_sigint = None
+        self._trainer = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._sigint_count += 1
+        trainer = self._trainer
+        if self._sigint_count == 1 and trainer is not None:
+            _LAST_STOP["signal"] = "SIGINT"
+            # Lightning's SIGTERM flag: its loops stop at the end of the current batch (SIGTERMException)
+            trainer._signal_connector.received_sigterm = True
+            if trainer.is_global_zero:
+                print("\nqidbm fit: Ctrl-C: stopping after this batch and writing last.ckpt "
+                      "(press Ctrl-C again to abort without writing it)", file=sys.stderr, flush=True)
+            return
+        _LAST_STOP["aborted"] = True
+        if trainer is None or trainer.is_global_zero:
+            print("\nqidbm fit: second Ctrl-C: aborted without writing a checkpoint at this step; the checkpoints "
+                  "written before are complete (resume with --ckpt_path last)", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
+        # from here on (Lightning has installed its SIGTERM handler and will restore every handler at its
+        # teardown) until the fit ends
+        if trainer.state.fn == "fit":
+            reset_last_stop()
+            self._install_sigint(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if self._previous_sigint is None:
+            reset_last_stop()
+        self._install_sigint(trainer)
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self._restore_sigint()
+
+    # ---------------------------------------------------------------- stops
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.fast_dev_run or trainer.global_step == 0:
             return
@@ -68,9 +145,17 @@ class FinalCheckpoint(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if not isinstance(exception, SIGTERMException) or trainer.sanity_checking or trainer.fast_dev_run:
+        sigint = self._sigint_count > 0
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException) or trainer.fast_dev_run or trainer.state.fn != "fit":
             return
-        if trainer.state.fn != "fit":
+        if not sigint:
+            _LAST_STOP["signal"] = "SIGTERM"
+        name, status = ("SIGINT (Ctrl-C)", SIGINT_EXIT_STATUS) if sigint else ("SIGTERM", SIGTERM_EXIT_STATUS)
+        if trainer.sanity_checking:
+            if trainer.is_global_zero:
+                print(f"qidbm fit: received {name} during the sanity check, before any training step; nothing to "
+                      f"save. Exiting with status {status}", file=sys.stderr, flush=True)
             return
         self.stopped_by_sigterm_at = trainer.global_step
         self.saved, failure = [], None
@@ -85,6 +170,6 @@ class FinalCheckpoint(L.Callback):
         if trainer.is_global_zero:
             wrote = (f"wrote {', '.join(self.saved)} at this step" if self.saved
                      else "no checkpoint written (this run has no ModelCheckpoint)")
-            print(f"qidbm fit: received SIGTERM at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
-                  f"{wrote}{'; ' + failure if failure else ''}. Exiting with status {SIGTERM_EXIT_STATUS} (stopped, "
+            print(f"qidbm fit: received {name} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                  f"{wrote}{'; ' + failure if failure else ''}. Exiting with status {status} (stopped, "
                   "not finished): resume with --ckpt_path last", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Run lock: one ``qidbm fit`` at a time per run folder (POSIX ``flock``)."""
+"""Run folders: one ``qidbm fit`` at a time per run folder (POSIX ``flock``), and a new run never into
+the checkpoints of another (:func:`check_new_run_folders`)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,91 @@ except ImportError:  # pragma: no cover - Windows
 
 import lightning as L
 
-__all__ = ["RunFolderInUseError", "RunLock"]
+__all__ = ["RunFolderInUseError", "RunFolderNotEmptyError", "RunLock", "check_new_run_folders", "checkpoint_folders"]
 
 
 class RunFolderInUseError(RuntimeError):
     """Another ``qidbm fit`` holds the lock of a folder this run would write to."""
+
+
+class RunFolderNotEmptyError(RuntimeError):
+    """A new run (no ``--ckpt_path``) would write its checkpoints into a folder that holds another run's."""
+
+
+def checkpoint_folders(trainer: L.Trainer) -> list[str]:
+    """The local folders the run's ``ModelCheckpoint`` callbacks will write to, as Lightning resolves them
+    (their ``dirpath``, else ``<save_dir>/<name>/<version>/checkpoints`` of the first logger, else
+    ``<default_root_dir>/checkpoints``)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    out: list[str] = []
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint):
+            continue
+        d = cb.dirpath
+        if d is None:
+            if trainer.loggers:
+                lg = trainer.loggers[0]
+                version = lg.version if isinstance(lg.version, str) else f"version_{lg.version}"
+                d = os.path.join(lg.save_dir or trainer.default_root_dir, str(lg.name), version, "checkpoints")
+            else:
+                d = os.path.join(trainer.default_root_dir, "checkpoints")
+        d = os.fspath(d)
+        if "://" not in d and os.path.abspath(d) not in out:
+            out.append(os.path.abspath(d))
+    return out
+
+
+def _checkpoints_in(folder: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".ckpt") and e.is_file())
+    except OSError:
+        return []
+
+
+def check_new_run_folders(trainer: L.Trainer, ckpt_path, overwrite: bool = False) -> list[str]:
+    """Refuse a fit whose checkpoint folder holds the checkpoints of another run.
+
+    Lightning's ``ModelCheckpoint`` does not replace a ``last.ckpt`` it did not write: a new run into a
+    folder with one writes ``last-v1.ckpt`` beside it, and ``last.ckpt`` (what ``--ckpt_path last``,
+    ``qidbm sample`` and ``qidbm evaluate`` read) stays the old run's. So a fit without ``ckpt_path``,
+    or with a checkpoint from elsewhere, into a folder that holds ``*.ckpt`` files raises
+    :class:`RunFolderNotEmptyError` with the fixes; a resume (``ckpt_path`` ``"last"``, ``"hpc"``,
+    ``"best"`` or a file in that folder) goes on. With ``overwrite`` the old checkpoints are removed
+    instead (the file named by ``ckpt_path`` apart) and their names returned. Global rank 0 only.
+    """
+    if not trainer.is_global_zero:
+        return []
+    path = os.fspath(ckpt_path) if ckpt_path is not None else None
+    if path is not None and (path in ("last", "hpc", "best") or path.startswith("registry") or "://" in path):
+        return []
+    keep = os.path.abspath(path) if path is not None else None
+    removed: list[str] = []
+    for folder in checkpoint_folders(trainer):
+        names = _checkpoints_in(folder)
+        if not names:
+            continue
+        if keep is not None and os.path.dirname(keep) == folder:
+            continue  # a checkpoint of this folder's own run: a resume (or a rewind) of that run
+        if overwrite:
+            for n in names:
+                p = os.path.join(folder, n)
+                if p != keep:
+                    os.unlink(p)
+                    removed.append(p)
+            continue
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        start = "a new run" if path is None else f"a run from {path}"
+        raise RunFolderNotEmptyError(
+            f"{folder} holds the checkpoints of another run ({shown}): {start} there would write last-v1.ckpt "
+            "beside them and leave last.ckpt to the old run, which --ckpt_path last, `qidbm sample` and `qidbm "
+            "evaluate` would then read. Resume that run with --ckpt_path last, give this run a new folder "
+            "(trainer.default_root_dir, or the ModelCheckpoint dirpath), or replace the old checkpoints with "
+            "--overwrite (nothing was written)")
+    if removed:
+        print(f"qidbm fit: --overwrite: removed {len(removed)} checkpoint(s) of an earlier run: "
+              f"{', '.join(removed[:4])}{' ...' if len(removed) > 4 else ''}", file=sys.stderr, flush=True)
+    return removed
 
 
 class RunLock(L.Callback):

@@ -69,8 +69,10 @@ def load_classifier(dataset: str, path: str | Path | None = None, map_location: 
             f"classifier weights {p} not found; reinstall qidbm (they ship with the package) or train them with "
             f"`python bench/train_classifier.py --dataset {dataset}`"
         )
+    from qidbm.checkpoint import safe_torch_load
+
     net = DigitClassifier()
-    net.load_state_dict(torch.load(p, map_location=map_location, weights_only=True))
+    net.load_state_dict(safe_torch_load(p, map_location, what="classifier weights"))  # data only: code is refused
     return net.eval()
 
 

@@ -26,10 +26,12 @@ Where each part lives:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -46,6 +48,7 @@ from qidbm.metrics.inception import (
     _weights_fix_hint,
     build_fid_inception,
     hub_weights_file,
+    read_fid_weights,
     resolve_weights_path,
     weights_identity,
 )
@@ -470,8 +473,14 @@ def _torch_fidelity_fid(
         path = hub_weights_file()
         if not path.is_file():
             build_fid_inception(None)
+    # torch-fidelity reads the file with a torch.load that allows any pickle, so it would run code pickled
+    # in it: the bytes are read once, checked as data (a file that holds code is refused here, before any of
+    # it runs), and those same bytes are what torch-fidelity gets
+    data = Path(path).read_bytes()
+    read_fid_weights(path, data=data)
     try:
-        metric = FrechetInceptionDistance(feature=FEATURE_DIM, feature_extractor_weights_path=str(path), normalize=True)
+        metric = FrechetInceptionDistance(feature=FEATURE_DIM, feature_extractor_weights_path=io.BytesIO(data),
+                                          normalize=True)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             "backend='torchmetrics' needs torch-fidelity: pip install torch-fidelity "

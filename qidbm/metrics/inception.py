@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -205,6 +206,21 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+def read_fid_weights(path: str | os.PathLike, data: bytes | None = None) -> Any:
+    """The content of an Inception weights file, read as data only (:func:`qidbm.checkpoint.safe_torch_load`:
+    a file that holds code is refused before any of it runs); :class:`FIDWeightsError` saying why otherwise.
+    ``data``: the file's bytes, read already."""
+    from qidbm.checkpoint import CheckpointError, safe_torch_load
+
+    try:
+        return safe_torch_load(path, "cpu", what="FID Inception weights", data=data)
+    except (CheckpointError, OSError) as exc:
+        text = str(exc)
+        raise FIDWeightsError(
+            f"{text[:1].upper()}{text[1:]}. It must be a PyTorch state dict in pytorch-fid's layout. " + _weights_fix_hint()
+        ) from exc
+
+
 def build_fid_inception(weights_path: str | os.PathLike | None = None, *, fuse_bn: bool = False) -> nn.Module:
     """pytorch-fid's ``InceptionV3([3])`` (pool3, 2048-d) with the FID weights, in eval mode, on CPU.
 
@@ -230,13 +246,7 @@ def build_fid_inception(weights_path: str | os.PathLike | None = None, *, fuse_b
                 + _weights_fix_hint()
             ) from exc
     else:
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise FIDWeightsError(
-                f"Could not read FID Inception weights from {str(path)!r} ({type(exc).__name__}: {exc}). "
-                "It must be a PyTorch state dict in pytorch-fid's layout. " + _weights_fix_hint()
-            ) from exc
+        state_dict = read_fid_weights(path)
         if not isinstance(state_dict, Mapping):
             raise FIDWeightsError(
                 f"{str(path)!r} holds a {type(state_dict).__name__}, not a state dict in pytorch-fid's layout. "

@@ -325,8 +325,6 @@ def test_shipped_own_data_config_trains(tmp_path, digits, monkeypatch):
     assert info["image_shape"] == [1, 8, 8] and info["split_sizes"]["val"] == 180
 
 
-@pytest.mark.xfail(strict=True, reason="`qidbm fit` resolves a data module's short name only once qidbm.data is "
-                                       "imported; qidbm.cli does not import it before parsing")
 def test_short_class_name_resolves_on_the_command_line(tmp_path, digits_npy):
     cfg = tmp_path / "m.yaml"
     cfg.write_text("model:\n  class_path: qidbm.lightning.BoltzmannModule\n  init_args:\n    model: "

@@ -35,7 +35,9 @@ def tiny(tmp_path_factory):
     cfg.write_text(TINY.format(out=out, root=root).replace("limit_train_batches: 3", "limit_train_batches: 1")
                    .replace("max_epochs: 2", "max_epochs: 1"))
     main(["fit", "--config", str(cfg)])
-    return {"root": root, "cfg": cfg, "ckpt": out / "checkpoints" / "last.ckpt", "tmp": tmp}
+    ckpt = tmp / "tiny.ckpt"
+    (out / "checkpoints" / "last.ckpt").rename(ckpt)  # the run folder is free for the fits of the tests below
+    return {"root": root, "cfg": cfg, "ckpt": ckpt, "tmp": tmp}
 
 
 # ---------------------------------------------------------------- config
