@@ -1,4 +1,4 @@
-"""bench/device_paper.py's logic at a tiny size on the CPU (the real run needs a lent GPU)."""
+"""scripts/device_paper.py's logic at a tiny size on the CPU (the real run needs a lent GPU)."""
 
 import json
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.test_cli import make_tiny_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import device_paper  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""bench/quality_curve.py on a tiny run: every checkpoint scored, training time read from Lightning's Timer."""
+"""scripts/quality_curve.py on a tiny run: every checkpoint scored, training time read from Lightning's Timer."""
 
 import json
 import sys
@@ -11,7 +11,7 @@ from qidbm.cli import main
 from tests.test_cli import FID_WEIGHTS, tiny_run  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import quality_curve  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""bench/seed_table.py: per-group mean and sample std, paired differences by seed, on known numbers."""
+"""scripts/seed_table.py: per-group mean and sample std, paired differences by seed, on known numbers."""
 
 import json
 import statistics
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import seed_table  # noqa: E402
 

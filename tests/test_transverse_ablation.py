@@ -1,4 +1,4 @@
-"""bench/transverse_ablation.py: Gamma x 0 gives the classical twin; everything else is kept."""
+"""scripts/transverse_ablation.py: Gamma x 0 gives the classical twin; everything else is kept."""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from qidbm.cli import main as qidbm_main
 from tests.test_cli import tiny_run  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import transverse_ablation  # noqa: E402
 

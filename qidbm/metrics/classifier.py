@@ -6,7 +6,7 @@ classifier predicts for the samples; a model that generates the data draws every
 near its data frequency (about 10 % each on MNIST and Fashion-MNIST).
 
 The classifier (:class:`DigitClassifier`, two conv layers and two linear layers) is
-trained by ``bench/train_classifier.py`` on the 60,000 training images, half of each
+trained by ``scripts/train_classifier.py`` on the 60,000 training images, half of each
 batch binarised at 0.5, so it reads both the binarised samples of DBMs and the grey
 samples of GRBMs. Its weights ship with the package (``qidbm/metrics/weights/``); its
 test accuracies are stored beside them and printed by :func:`load_classifier`'s caller.
@@ -56,7 +56,7 @@ def classifier_path(dataset: str) -> Path:
     if dataset not in CLASSIFIER_FILES:
         raise ValueError(
             f"no shipped classifier for data set {dataset!r}; class coverage is available for "
-            f"{sorted(CLASSIFIER_FILES)} (train one with bench/train_classifier.py)"
+            f"{sorted(CLASSIFIER_FILES)} (train one with scripts/train_classifier.py)"
         )
     return Path(str(resources.files(WEIGHTS_PACKAGE).joinpath(CLASSIFIER_FILES[dataset])))
 
@@ -67,7 +67,7 @@ def load_classifier(dataset: str, path: str | Path | None = None, map_location: 
     if not p.is_file():
         raise FileNotFoundError(
             f"classifier weights {p} not found; reinstall qidbm (they ship with the package) or train them with "
-            f"`python bench/train_classifier.py --dataset {dataset}`"
+            f"`python scripts/train_classifier.py --dataset {dataset}`"
         )
     from qidbm.checkpoint import safe_torch_load
 

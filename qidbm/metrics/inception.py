@@ -52,7 +52,7 @@ def _weights_fix_hint() -> str:
     return (
         "Fix one of: (a) point the `fid_weights` option or the environment variable "
         f"{FID_WEIGHTS_ENV} at a local copy of the pytorch-fid Inception weights "
-        f"(e.g. the re-keyed file shipped in ../shared/fid/{FID_WEIGHTS_FILENAME}); or "
+        f"(e.g. a local copy of pytorch-fid's {FID_WEIGHTS_FILENAME}); or "
         f"(b) allow pytorch-fid's download, or copy that file to "
         f"{hub_weights_file()}."
     )

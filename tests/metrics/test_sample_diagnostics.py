@@ -44,7 +44,7 @@ def test_shipped_classifiers_load_and_state_their_accuracy(dataset):
 
 
 def test_unknown_dataset_names_the_fix():
-    with pytest.raises(ValueError, match="bench/train_classifier.py"):
+    with pytest.raises(ValueError, match="scripts/train_classifier.py"):
         load_classifier("CelebA")
 
 

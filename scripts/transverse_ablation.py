@@ -7,7 +7,7 @@ Writes a copy of a ``qidbm fit`` checkpoint whose transverse-field parameters (`
 classical twin of the trained machine (same weights and biases, Gamma = 0): comparing the two
 evaluations says what the learned fields contribute to the samples. Prints the fields' summary.
 
-    python bench/transverse_ablation.py runs/cpu_mnist_qgrbm/.../last.ckpt --scale 0 --out runs/qgrbm_gamma0.ckpt
+    python scripts/transverse_ablation.py runs/cpu_mnist_qgrbm/.../last.ckpt --scale 0 --out runs/qgrbm_gamma0.ckpt
     qidbm evaluate --ckpt runs/qgrbm_gamma0.ckpt --num-samples 10000 --fid-weights ...
 """
 

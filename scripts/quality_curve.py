@@ -9,8 +9,8 @@ its ``Timer`` callback recorded (runs with ``trainer.max_time``), else the file'
 run's first checkpoint. Writes ``<out>.json`` and ``<out>.png`` (FID and classes within 4-20 %
 against training minutes, one line per run).
 
-    python bench/quality_curve.py runs/cpu_mnist_binary_dbm runs/cpu_mnist_binary_qidbm \\
-        --fid-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth --out bench/results/quality_mnist_binary
+    python scripts/quality_curve.py runs/cpu_mnist_binary_dbm runs/cpu_mnist_binary_qidbm \\
+        --fid-weights /path/to/pt_inception-2015-12-05-6726825d.pth --out bench/results/quality_mnist_binary
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
-        {"command": "python bench/quality_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        {"command": "python scripts/quality_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
          "hardware": hw, "rows": rows}, indent=2))
     plot(rows, out.with_suffix(".png"), a.fid_samples, hw)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")

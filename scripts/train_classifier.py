@@ -5,8 +5,8 @@ half of every batch binarised at 0.5 and small random shifts, so that it reads t
 samples of DBMs and the grey samples of GRBMs alike. The test accuracy on grey and on binarised
 test images is written to a JSON card beside the weights (and printed).
 
-    python bench/train_classifier.py --dataset MNIST --data-root ../shared/data
-    python bench/train_classifier.py --dataset FashionMNIST --data-root ../shared/data
+    python scripts/train_classifier.py --dataset MNIST --data-root $QIDBM_DATA_DIR
+    python scripts/train_classifier.py --dataset FashionMNIST --data-root $QIDBM_DATA_DIR
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_accuracy_binarised": accuracy(net, (x_te > 0.5).float(), y_te),
         "test_images": len(x_te),
         "train_seconds": round(time.time() - t0, 1),
-        "command": "python bench/train_classifier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python scripts/train_classifier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "hardware": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}, "
                     f"{torch.get_num_threads()} threads".strip(),
         "params": sum(p.numel() for p in net.parameters()),

@@ -1,6 +1,6 @@
 """Average the weights of several checkpoints of one run into a new checkpoint (a post-hoc SWA probe).
 
-    python bench/average_checkpoints.py OUT.ckpt RUN/checkpoints/step=44000.ckpt ... RUN/checkpoints/last.ckpt
+    python scripts/average_checkpoints.py OUT.ckpt RUN/checkpoints/step=44000.ckpt ... RUN/checkpoints/last.ckpt
 
 Every floating-point tensor of the state dict becomes the mean over the checkpoints; everything
 else (training settings, data info) is the last checkpoint's. Score the result with `qidbm evaluate`.

@@ -8,8 +8,8 @@ chains under the current weights and the norm of W_0. Both orders are valid PCD 
 parameters (tests/lightning/test_module.py); this shows whether their training dynamics differ at this learning
 rate. The table is headed by the command, date, commit and hardware.
 
-    python bench/pcd_order.py --seeds 0 1 --steps 300
-    python bench/pcd_order.py --steps 3 --hidden 16 --every 1       # a check that it runs
+    python scripts/pcd_order.py --seeds 0 1 --steps 300
+    python scripts/pcd_order.py --steps 3 --hidden 16 --every 1       # a check that it runs
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # bench/harness.py
 
 from harness import batches_of, header, header_lines, make_module, optimizer_of, set_threads, start_fit  # noqa: E402
 

@@ -6,7 +6,7 @@ of every run (seed from the file name's ``s<seed>``, updates, FID, classes withi
 per-group mean and sample standard deviation (ddof 1). With two groups of runs paired by seed it
 adds the paired differences and a paired t-test (scipy), and Welch's t-test on the two groups.
 
-    python bench/seed_table.py --group DBM runs/fid10k_dbm_s0.json runs/fid10k_dbm_s1.json runs/fid10k_dbm_s2.json \\
+    python scripts/seed_table.py --group DBM runs/fid10k_dbm_s0.json runs/fid10k_dbm_s1.json runs/fid10k_dbm_s2.json \\
         --group QiDBM runs/fid10k_qidbm_s0.json runs/fid10k_qidbm_s1.json runs/fid10k_qidbm_s2.json --out bench/results/seeds.md
 """
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"mean {m:+.2f} +- {s:.2f} (std); paired t = {t.statistic:.2f}, p = {t.pvalue:.3f}.")
     sampling = {r["sampling"] for rows in groups.values() for r in rows}
     lines += ["", "Sampling: " + "; ".join(sorted(str(s) for s in sampling)) + ".",
-              "Command: `python bench/seed_table.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
+              "Command: `python scripts/seed_table.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:

@@ -15,7 +15,7 @@ Methods (each run in a fresh process so that its peak resident memory can be mea
   ``exact_dense``; shows how much of the gap is the dense representation).
 
 Outputs ``bench/results/exact_doem_vs_baselines.json`` and PNG plots, prints markdown tables.
-Usage: ``python bench/exact_doem_vs_baselines.py [--quick]``.
+Usage: ``python scripts/exact_doem_vs_baselines.py [--quick]``.
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ runs pytorch-fid's own ``calculate_fid_given_paths`` (its InceptionV3, its PIL l
 its statistics) on the two folders, with the weights file placed where pytorch-fid looks
 for it (``$TORCH_HOME/hub/checkpoints``), and compares with ``evaluate.json``'s FID.
 
-    python bench/fid_crosscheck.py --samples DIR --evaluate-json DIR/../evaluate.json \
-        --ckpt checkpoints/qidbm_mnist_binary.ckpt --fid-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
+    python scripts/fid_crosscheck.py --samples DIR --evaluate-json DIR/../evaluate.json \
+        --ckpt checkpoints/qidbm_mnist_binary.ckpt --fid-weights /path/to/pt_inception-2015-12-05-6726825d.pth
 """
 
 from __future__ import annotations

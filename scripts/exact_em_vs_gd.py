@@ -14,7 +14,7 @@ Each step size in ``--lr`` is run for em and gd; the table reports every lr and 
 method. Datasets: Kimura et al.'s four (mixture of Bernoulli, parity, cardinality, O(n^2)) plus
 the single-line bars-and-stripes of Demidik et al. Outputs
 ``bench/results/exact_em_vs_gd.json`` + PNG and prints a markdown table.
-Usage: ``python bench/exact_em_vs_gd.py [--n 8] [--hidden 1 2] [--seeds 3]``.
+Usage: ``python scripts/exact_em_vs_gd.py [--n 8] [--hidden 1 2] [--seeds 3]``.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ on the exact KL divergence (log Z by enumeration, float64, Adam), several seeds,
 the best final KL and total variation distance (TVD) per model, and the smallest m reaching
 TVD < 0.2. Results: bench/results/coupled_fields_exact.{json,md,png}.
 
-    python bench/coupled_fields_exact.py --n 6 --hidden 1 2 3 4 6 8 --seeds 3 --iters 1500
+    python scripts/coupled_fields_exact.py --n 6 --hidden 1 2 3 4 6 8 --seeds 3 --iters 1500
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                 print(f"{ds:12s} m={m:2d} {name:22s} KL={kls[i]:.4f} TVD={tvds[i]:.4f}", flush=True)
     hw = f"{os.cpu_count()}-core CPU ({platform.machine()}), no GPU, torch {torch.__version__}, 1 thread"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    cmd = "python bench/coupled_fields_exact.py " + " ".join(sys.argv[1:])
+    cmd = "python scripts/coupled_fields_exact.py " + " ".join(sys.argv[1:])
     (RESULTS / "coupled_fields_exact.json").write_text(json.dumps({"hardware": hw, "command": cmd, "rows": rows,
                                                                     "seconds": time.time() - t0}, indent=2))
     names = list(MODELS)

@@ -19,9 +19,9 @@ What it does:
 
 Run (one thread, the real MNIST files)::
 
-    OMP_NUM_THREADS=1 QIDBM_DATA_DIR=/work/shared/data nohup python bench/soak.py --minutes 30 &
+    OMP_NUM_THREADS=1 QIDBM_DATA_DIR=/path/to/data nohup python scripts/soak.py --minutes 30 &
 
-``python bench/soak.py --minutes 2 --kill-at 1 --ckpt-minutes 0.3`` is a quick smoke run.
+``python scripts/soak.py --minutes 2 --kill-at 1 --ckpt-minutes 0.3`` is a quick smoke run.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def main() -> int:
     env = dict(os.environ)
     t0 = time.time()
     env["SOAK_T0"] = repr(t0)
-    env["PYTHONPATH"] = str(REPO / "bench") + os.pathsep + env.get("PYTHONPATH", "")
+    # scripts/ for soak.WallClock in the fit's config, bench/ for the harness
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "scripts"), str(REPO / "bench"), env.get("PYTHONPATH", "")])
     env.setdefault("OMP_NUM_THREADS", "1")
     qidbm = [sys.executable, "-m", "qidbm.cli"]
     base = qidbm + ["fit", "--config", str(cfg)]

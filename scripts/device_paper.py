@@ -12,7 +12,7 @@ fraction of the paper's schedule it reached (updates / 100,000). Everything goes
 On the device (the package from the working tree, the data and FID weights carried or found
 through the environment)::
 
-    PYTHONUNBUFFERED=1 QIDBM_DATA_DIR=... QIDBM_FID_WEIGHTS=... python3 bench/device_paper.py --out $OUT --minutes 3.5
+    PYTHONUNBUFFERED=1 QIDBM_DATA_DIR=... QIDBM_FID_WEIGHTS=... python3 scripts/device_paper.py --out $OUT --minutes 3.5
 
 Two models x (3.5 min training + about 40 s evaluation) fits the 10-minute limit with margin for
 start-up. ``--tiny`` (784-16-16, a few updates, no FID) checks the logic on a CPU in seconds
@@ -24,7 +24,7 @@ start-up. ``--tiny`` (784-16-16, a few updates, no FID) checks the logic on a CP
 sweeps, conditional mean) on 10,000 samples against the CelebA test images. It needs the CelebA files
 in torchvision's layout under ``$QIDBM_DATA_DIR/celeba`` on the device::
 
-    PYTHONUNBUFFERED=1 QIDBM_DATA_DIR=... QIDBM_FID_WEIGHTS=... python3 bench/device_paper.py --recipe celeba32 --out $OUT --minutes 3.5
+    PYTHONUNBUFFERED=1 QIDBM_DATA_DIR=... QIDBM_FID_WEIGHTS=... python3 scripts/device_paper.py --recipe celeba32 --out $OUT --minutes 3.5
 
 ``--recipe mnist_grbm`` and ``--recipe fashion_mnist_grbm`` run the same paper recipe (784-4096) on
 continuous MNIST and Fashion-MNIST (200 epochs of 60,000 images at batch 512 = 23,600 updates), against
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "scripts"))
 
 from reproduce import config_files, hardware, relocation_config, run  # noqa: E402
 

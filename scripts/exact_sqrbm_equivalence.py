@@ -14,7 +14,7 @@ Datasets (``qidbm.exact.distributions``): simplified BAS (single lines on a 2 x 
 O(n^2) (a different random support per seed), cardinality, parity.
 
 Outputs ``bench/results/exact_sqrbm_equivalence.json`` + PNG, prints a markdown table.
-Usage: ``python bench/exact_sqrbm_equivalence.py [--n 6 8 10] [--seeds 5] [--steps 500]``.
+Usage: ``python scripts/exact_sqrbm_equivalence.py [--n 6 8 10] [--seeds 5] [--steps 500]``.
 """
 from __future__ import annotations
 
