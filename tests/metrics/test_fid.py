@@ -272,7 +272,7 @@ def test_compute_fid_self_zero_and_matches_stats_injected():
 # --------------------------------------------------------------------------- #
 def _assert_names_both_fixes(exc: pytest.ExceptionInfo):
     msg = str(exc.value)
-    assert FID_WEIGHTS_ENV in msg and "fid_weights" in msg and "shared/fid" in msg
+    assert FID_WEIGHTS_ENV in msg and "fid_weights" in msg and FID_WEIGHTS_FILENAME in msg
     assert "download" in msg
 
 
