@@ -47,7 +47,6 @@ ALLOCATOR_TUNED = reuse_freed_memory()
 
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from qidbm.fused import fused_kernels  # noqa: E402
 from qidbm.lightning import BoltzmannModule  # noqa: E402
@@ -260,30 +259,6 @@ def time_sweeps(module: BoltzmannModule, chains: int, n: int, warmup: int = 1, s
 
 
 # ----------------------------------------------------------------------------- matrix products
-def _layout(t: Tensor) -> str:
-    """N: contiguous; T: a transposed contiguous matrix (BLAS reads the two at different speeds)."""
-    if t.is_contiguous():
-        return "N"
-    return "T" if t.transpose(-2, -1).is_contiguous() else "S"
-
-
-class _Layouts(TorchDispatchMode):
-    """Every matrix product run under it: ``(batch, m, k, n, layout_a, layout_b, dtype) -> calls``."""
-
-    def __init__(self, calls: Counter) -> None:
-        super().__init__()
-        self.calls = calls
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        pos = MATRIX_PRODUCT_OPS.get(func)
-        if pos is not None:
-            a, b = args[pos[0]], args[pos[1]]
-            batch = a.shape[0] if a.dim() == 3 else 1
-            key = (batch, a.shape[-2], a.shape[-1], b.shape[-1], _layout(a), _layout(b), str(a.dtype).split(".")[-1])
-            self.calls[key] += 1
-        return func(*args, **(kwargs or {}))
-
-
 @dataclass
 class Products:
     """The matrix products of one call: ``calls`` maps ``(batch, m, k, n, layout_a, layout_b, dtype)`` to
@@ -311,10 +286,9 @@ def count_products(fn: Callable[[], Any], device: str | torch.device = "cpu") ->
     """Run ``fn`` once under :class:`qidbm.profiling.ProductCounter` and a record of each product's layout
     and dtype (for :class:`MatmulLimit`). Dispatch modes run the code eagerly (fused kernels take their
     eager form), which changes no count, only the time: a counted call is never a timed one."""
-    calls: Counter = Counter()
-    with ProductCounter() as pc, _Layouts(calls):
+    with ProductCounter() as pc:
         fn()
-    out = Products(calls, pc.flops, torch.device(device))
+    out = Products(Counter(pc.layouts), pc.flops, torch.device(device))
     if out.product_flops != pc.shape_flops:
         raise RuntimeError(f"the product records disagree: {out.product_flops} vs {pc.shape_flops} FLOPs")
     return out

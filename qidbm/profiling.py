@@ -36,26 +36,37 @@ MATRIX_PRODUCT_OPS = {
 }
 
 
-class _Recorder(TorchDispatchMode):
-    """Every matrix product run under it, as ``(op, batch, m, k, n) -> calls``."""
+def _layout(t) -> str:
+    """N: contiguous; T: a transposed contiguous matrix (BLAS reads the two at different speeds); S: other."""
+    if t.is_contiguous():
+        return "N"
+    return "T" if t.transpose(-2, -1).is_contiguous() else "S"
 
-    def __init__(self, shapes: Counter) -> None:
+
+class _Recorder(TorchDispatchMode):
+    """Every matrix product run under it, as ``(op, batch, m, k, n) -> calls`` and, for replaying them
+    alone, ``(batch, m, k, n, layout_a, layout_b, dtype) -> calls``."""
+
+    def __init__(self, shapes: Counter, layouts: Counter) -> None:
         super().__init__()
-        self.shapes = shapes
+        self.shapes, self.layouts = shapes, layouts
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         pos = MATRIX_PRODUCT_OPS.get(func)
         if pos is not None:
             a, b = args[pos[0]], args[pos[1]]
             batch = a.shape[0] if a.dim() == 3 else 1
-            self.shapes[(func.__name__.split(".")[0], batch, a.shape[-2], a.shape[-1], b.shape[-1])] += 1
+            m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+            self.shapes[(func.__name__.split(".")[0], batch, m, k, n)] += 1
+            self.layouts[(batch, m, k, n, _layout(a), _layout(b), str(a.dtype).split(".")[-1])] += 1
         return func(*args, **(kwargs or {}))
 
 
 class ProductCounter:
     """Context manager: the matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``) run inside it.
 
-    After the block: :attr:`shapes` (``(op, batch, m, k, n) -> calls``), :attr:`calls` (their number),
+    After the block: :attr:`shapes` (``(op, batch, m, k, n) -> calls``), :attr:`layouts` (``(batch, m, k,
+    n, layout_a, layout_b, dtype) -> calls``), :attr:`calls` (their number),
     :attr:`flops` (torch's ``FlopCounterMode`` total, every operator it knows) and
     :attr:`product_flops` (its matrix-product part), :attr:`shape_flops` (``2 batch m k n`` summed
     over the recorded calls: equal to :attr:`product_flops`, a check of both counters).
@@ -63,13 +74,15 @@ class ProductCounter:
 
     def __init__(self) -> None:
         self.shapes: Counter = Counter()
+        self.layouts: Counter = Counter()
         self.flops = 0
         self.product_flops = 0
         self._modes: list[Any] = []
 
     def __enter__(self) -> ProductCounter:
         self.shapes.clear()
-        self._modes = [FlopCounterMode(display=False), _Recorder(self.shapes)]
+        self.layouts.clear()
+        self._modes = [FlopCounterMode(display=False), _Recorder(self.shapes, self.layouts)]
         for m in self._modes:
             m.__enter__()
         return self
