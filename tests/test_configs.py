@@ -1,7 +1,8 @@
 """Every config under configs/ runs: it parses (``--print_config``) and trains two steps.
 
 Each recipe folder is ``base.yaml`` plus one model file (overlays such as ``wide.yaml`` and
-``tempered_finetune.yaml`` are added to a model file of their folder); the other files stand alone.
+``tempered_finetune.yaml``, and the files of an overlay folder such as ``gamma/``, are added to a model
+file of their recipe); the other files stand alone.
 The two steps run at the recipe's settings except the batch (8 rows) and the run folder (tmp); the
 CelebA files train on a generated folder in torchvision's layout. The runs of the 6,272-unit bit-plane
 machines (about 30 s each) are marked slow.
@@ -20,7 +21,10 @@ from qidbm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-OVERLAYS = {"wide.yaml": "mnist_grbm.yaml", "tempered_finetune.yaml": "dbm_498.yaml", "long.yaml": "dbm_498.yaml"}
+OVERLAYS = {"wide.yaml": "mnist_grbm.yaml", "tempered_finetune.yaml": "dbm_498.yaml", "long.yaml": "dbm_498.yaml",
+            "tempered_finetune_fields.yaml": "qidbm_498.yaml"}
+# folders of overlays inside a recipe folder: each file goes on the recipe's base and this model file
+OVERLAY_FOLDERS = {"paper/mnist_binary/gamma": "qidbm_498.yaml", "cpu/grbm/gamma": "mnist_qgrbm.yaml"}
 SLOW = ("mnist_bitplanes",)
 
 
@@ -30,6 +34,9 @@ def combinations() -> list[tuple[str, ...]]:
         rel = str(path.relative_to(CONFIGS))
         if path.parent.name == "loggers":
             out.append(("quickstart.yaml", rel))
+        elif str(path.parent.relative_to(CONFIGS)) in OVERLAY_FOLDERS:
+            folder = str(path.parent.parent.relative_to(CONFIGS))
+            out.append((f"{folder}/base.yaml", f"{folder}/{OVERLAY_FOLDERS[str(path.parent.relative_to(CONFIGS))]}", rel))
         elif (path.parent / "base.yaml").is_file():
             if path.name == "base.yaml":
                 continue

@@ -17,7 +17,7 @@ import quality_curve  # noqa: E402
 
 
 @pytest.mark.skipif(not FID_WEIGHTS.is_file(), reason=f"FID weights not found at {FID_WEIGHTS}")
-def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, tmp_path):  # noqa: F811
+def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, tmp_path, capsys):  # noqa: F811
     cfg, out = tiny_run
     main(["fit", "--config", str(cfg), "--trainer.max_time", "00:00:05:00", "--trainer.max_epochs", "2",
           "--model.init_args.negative", "qidbm.estimators.FromNoise",
@@ -41,6 +41,19 @@ def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, t
     assert all(r["fid"] > 0 and r["fid_samples"] == 12 and "start=noise" in r["sampling"] for r in rows)
     assert sum(rows[-1]["coverage"]["fractions"]) == pytest.approx(1, abs=1e-3)
     assert res.with_suffix(".png").stat().st_size > 1000
+    # the paper's protocol: the two lowest-FID checkpoints re-scored on fresh samples, the lower kept
+    res2 = tmp_path / "q2"
+    assert quality_curve.main([str(out), "--fid-samples", "12", "--coverage-samples", "12", "--fid-weights",
+                               str(FID_WEIGHTS), "--data-root", str(tmp_path / "data"), "--out", str(res2),
+                               "--x", "epoch", "--rescore", "2", "--rescore-samples", "16"]) == 0
+    saved = json.loads(res2.with_suffix(".json").read_text())
+    assert [r["fid"] for r in saved["rows"]] == [r["fid"] for r in rows]   # same seed, same curve
+    (best,) = saved["best"]
+    lowest = sorted(rows, key=lambda r: r["fid"])[:2]
+    assert [r["checkpoint"] for r in best["rescored"]] == [r["checkpoint"] for r in lowest]
+    assert all(r["fid_samples"] == 16 and r["fid"] != r["fid_curve"] for r in best["rescored"])
+    assert best["fid"] == min(r["fid"] for r in best["rescored"])
+    assert "| min FID |" in capsys.readouterr().out
     # the plot again from the JSON alone
     again = tmp_path / "again"
     assert quality_curve.main(["--replot", str(res.with_suffix(".json")), "--out", str(again)]) == 0
@@ -57,3 +70,8 @@ def test_no_runs_and_no_replot_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         quality_curve.main(["--out", "x"])
     assert "give run folders" in capsys.readouterr().err
+
+
+def test_abscissae_are_minutes_epochs_or_updates():
+    row = {"train_seconds": 90.0, "epoch": 4, "global_step": 500}
+    assert [quality_curve.x_value(row, x) for x in ("time", "epoch", "step")] == [1.5, 5, 500]

@@ -10,6 +10,7 @@ from qidbm.lightning.loggers import WandbLogger
 from qidbm.lightning.mid_epoch_resume import MidEpochResume
 from qidbm.lightning.module import BoltzmannModule
 from qidbm.lightning.run_lock import RunFolderInUseError, RunLock
+from qidbm.lightning.transverse_field import TransverseField
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -22,6 +23,7 @@ __all__ = [
     "RunFolderInUseError",
     "RunLock",
     "SampleGrid",
+    "TransverseField",
     "WandbLogger",
     "check_checkpoint",
     "save_grid",

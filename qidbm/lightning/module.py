@@ -23,13 +23,14 @@ from qidbm.estimators import ClampedGibbs, NegativePhase, Persistent, PositivePh
 from qidbm.lightning.centering import Centering
 from qidbm.lightning.data_init import DataInit, as_visible
 from qidbm.lightning.lr_schedule import LRSchedule
+from qidbm.lightning.transverse_field import TransverseField
 from qidbm.models import BoltzmannMachine
 from qidbm.models.base import State
 from qidbm.precision import MATMUL_PRECISIONS, matmul_precision
 from qidbm.samplers.drawing import Output, check_sample_output
 from qidbm.samplers.kernels import BlockGibbsKernel, PaperStep
 
-_OBJECTS = ("negative", "positive", "kernel", "optimizer", "lr_schedule", "centering", "init_visible")
+_OBJECTS = ("negative", "positive", "kernel", "optimizer", "lr_schedule", "centering", "init_visible", "transverse_field")
 
 
 class BoltzmannModule(L.LightningModule):
@@ -58,6 +59,8 @@ class BoltzmannModule(L.LightningModule):
         sample_output: how ``qidbm sample``, ``qidbm evaluate`` and the callbacks read samples of this
             machine out (a :class:`~qidbm.samplers.drawing.SamplingSpec` output); changes nothing in training.
         chain_seed: seed of the chains' generator (default: torch's initial seed); DDP rank r uses seed + r.
+        transverse_field: :class:`~qidbm.lightning.transverse_field.TransverseField` (fixed, annealed or
+            floored fields of the quantum layers) or None (learned, as every other parameter).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class BoltzmannModule(L.LightningModule):
         fused_kernels: bool = False,
         sample_output: Output | None = None,
         chain_seed: int | None = None,
+        transverse_field: TransverseField | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -92,6 +96,9 @@ class BoltzmannModule(L.LightningModule):
         self.lr_schedule = build(lr_schedule, LRSchedule)
         self.centering = build(centering, Centering)
         self.init_visible = build(init_visible, DataInit)
+        self.transverse_field = build(transverse_field, TransverseField)
+        if self.transverse_field is not None:
+            self.transverse_field.check(model)
         self.negative.check(model, self.kernel)
         if self.init_visible is not None:
             self.init_visible.check(model)
@@ -129,6 +136,8 @@ class BoltzmannModule(L.LightningModule):
         self._generator = None  # made on this fit's device, seeded (or restored) on first use
         if self.centering is not None:
             self.centering.start(self.model)
+        if self.transverse_field is not None:
+            self.transverse_field.start(self.model, self.trainer.estimated_stepping_batches, self.global_step)
 
     def on_train_start(self) -> None:
         # after Lightning restored the optimizer state: settings a resume changed are applied and reported
@@ -193,12 +202,24 @@ class BoltzmannModule(L.LightningModule):
     def fit_step(self, batch: Any, optimizer: torch.optim.Optimizer) -> Tensor:
         """One training update outside a Trainer (benchmarks, notebooks): the loss, its gradient, the
         centering transform and the optimizer step, as ``training_step`` under Lightning does."""
+        if self.transverse_field is not None:
+            self.transverse_field.before_update(self.model, self.global_step)
         optimizer.zero_grad(set_to_none=True)
         loss, _ = self.loss(as_visible(batch).to(self.dtype))
         loss.backward()
         self.on_before_optimizer_step(optimizer)
         optimizer.step()
+        if self.transverse_field is not None:
+            self.transverse_field.after_update(self.model, self.global_step)
         return loss.detach()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.transverse_field is not None:
+            self.transverse_field.before_update(self.model, self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.transverse_field is not None:
+            self.transverse_field.after_update(self.model, self.global_step)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         v = as_visible(batch)

@@ -207,9 +207,11 @@ class ReplicaExchange:
         num_steps: int,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        first_round: int = 0,
     ) -> tuple[list[State], ChainStats]:
         """``num_steps`` rounds of (one sweep per replica, swaps between neighbours); the inputs
-        are not modified. Returns every replica's state (``[0]``: the target's) and the statistics
+        are not modified. Rounds are numbered from ``first_round`` (even rounds offer the pairs 0-1,
+        2-3, ..., odd ones 1-2, 3-4, ...), so a run continued in pieces alternates as one run does. Returns every replica's state (``[0]``: the target's) and the statistics
         of the target's kernel and of the swaps (:meth:`~qidbm.samplers.chain.ChainStats.swap_rates`)."""
         if len(states) != len(self.ladder):
             raise ValueError(f"got {len(states)} replica states for a ladder of {len(self.ladder)} machines")
@@ -227,7 +229,7 @@ class ReplicaExchange:
                 states[k], s = self.kernel.run(m, states[k], 1, generator=generator)
                 if k == 0:
                     stats.merge(s)
-            self._swap(states, parity=t % 2, generator=generator, stats=stats)
+            self._swap(states, parity=(first_round + t) % 2, generator=generator, stats=stats)
         return states, stats
 
     def _swap(self, states: list[State], parity: int, generator, stats: ChainStats) -> None:

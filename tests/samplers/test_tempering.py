@@ -184,3 +184,24 @@ def test_swap_free_energies_stay_float32_inside_a_bfloat16_context():
     with matmul_precision("bfloat16"):
         assert not torch.equal(m.marginal_free_energy(state, summed=()), exact)  # bfloat16 does change F
         torch.testing.assert_close(rx._free_energy(0, state), exact, rtol=0, atol=0)
+
+
+def test_a_run_continued_in_pieces_is_the_run_in_one_piece():
+    # first_round keeps the even/odd alternation of the pairs: 4 pieces of 1 round = 1 run of 4
+    torch.manual_seed(0)
+    model = QiDBM([4, 3, 3], quantum_layers=[1])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.7)
+    rx = ReplicaExchange.field_scales(model, [1.0, 0.6, 0.3, 0.0], ExactStep())
+    start = rx.initial_states(20, torch.Generator().manual_seed(1))
+    whole, s_whole = rx.run(start, 4, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    pieces, rates = start, []
+    for t in range(4):
+        pieces, s = rx.run(pieces, 1, generator=g, first_round=t)
+        rates.append(s.swap_rates())
+    for a, b in zip(whole, pieces):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    assert set(rates[0]) == {0, 2} and set(rates[1]) == {1}   # even rounds offer 0-1, 2-3; odd rounds 1-2
