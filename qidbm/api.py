@@ -345,7 +345,7 @@ def sample(
 
     Overrides (None: as the default): ``num_steps`` (sweeps per chain), ``start`` (``"noise"``,
     ``"data"``, ``"local_mode"``: the latter two start at ``data`` or the first training images),
-    ``output`` (read-out: ``"sample"``, ``"mean"``, ``"mean_field"``, ``"local_mode"``,
+    ``output`` (read-out: ``"sample"``, ``"mean"``, ``"mode"``, ``"mean_field"``, ``"local_mode"``,
     ``"local_search"``), ``quantum_step`` (``"paper"``, ``"exact"``), ``matmul_precision``,
     ``replica_betas`` / ``replica_field_scales`` (replica exchange), ``noise_density`` (``(lo, hi)``),
     ``anneal_from`` (first sweep's inverse temperature); docs/maths.md explains each. ``sampling``: a

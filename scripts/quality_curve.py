@@ -27,6 +27,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None)
     p.add_argument("--every", type=int, default=1, help="evaluate every n-th checkpoint (the last always)")
     p.add_argument("--out", required=True, help="output path without extension (.json and .png are written)")
+    p.add_argument("--output", default=None, help="read the samples out this way (sample, mean, mode, ...) "
+                   "instead of the machine's own read-out")
     p.add_argument("--x", choices=("time", "epoch", "step"), default="time", help="the plot's abscissa")
     p.add_argument("--rescore", type=int, default=0, help="re-score the K lowest-FID checkpoints of each run")
     p.add_argument("--rescore-samples", type=int, default=10000)
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             dms[key].setup("fit")
         dm = dms[key]
         spec = trained_sampling(info.get("hyper_parameters"), model.gaussian_visible) or SamplingSpec(num_steps=a.num_steps)
+        if a.output is not None:
+            spec = replace(spec, output=a.output)
         t0 = time.time()
         images = visible_to_images(draw(model, n, spec, generator=torch.Generator().manual_seed(seed))[0], di)
         t_sample = time.time() - t0

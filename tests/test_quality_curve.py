@@ -54,6 +54,13 @@ def test_quality_curve_scores_every_checkpoint_against_training_time(tiny_run, t
     assert all(r["fid_samples"] == 16 and r["fid"] != r["fid_curve"] for r in best["rescored"])
     assert best["fid"] == min(r["fid"] for r in best["rescored"])
     assert "| min FID |" in capsys.readouterr().out
+    # another read-out than the machine's own
+    res3 = tmp_path / "q3"
+    assert quality_curve.main([str(out), "--fid-samples", "12", "--coverage-samples", "12", "--fid-weights",
+                               str(FID_WEIGHTS), "--data-root", str(tmp_path / "data"), "--out", str(res3),
+                               "--every", "3", "--output", "mode"]) == 0
+    mode_rows = json.loads(res3.with_suffix(".json").read_text())["rows"]
+    assert all("output=mode" in r["sampling"] for r in mode_rows) and "output=sample" in rows[0]["sampling"]
     # the plot again from the JSON alone
     again = tmp_path / "again"
     assert quality_curve.main(["--replot", str(res.with_suffix(".json")), "--out", str(again)]) == 0

@@ -50,6 +50,27 @@ def test_local_search_output_is_a_visible_local_mode():
         assert x.shape == (50, 6) and set(x.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_mode_output_is_the_most_probable_visible_state_of_the_same_chains():
+    """``mode``: 1[E[v | h] > 1/2] of the chains that ``mean`` reads out (same seed, same chains), the
+    mean itself for Gaussian units; the sample read-out agrees with the mode where E[v | h] is near 0 or 1."""
+    from qidbm.models import GRBM
+
+    m = QiDBM([8, 5, 4], [1]).double()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 1.5, generator=g)
+    spec = dict(num_steps=4, start="noise", batch_size=64)
+    mean, _ = draw(m, 64, SamplingSpec(output="mean", **spec), generator=torch.Generator().manual_seed(5))
+    mode, _ = draw(m, 64, SamplingSpec(output="mode", **spec), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(mode, (mean > 0.5).double())
+    assert 0 < mode.mean() < 1
+    gm = GRBM(5, 3).double()
+    a, _ = draw(gm, 10, SamplingSpec(output="mean", **spec), generator=torch.Generator().manual_seed(5))
+    b, _ = draw(gm, 10, SamplingSpec(output="mode", **spec), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
 def test_mean_field_output_is_the_visible_mean_under_the_hidden_mean_field():
     """E[v | h = <h>_v] from the same chain's last visible sample, against the closed forms:
     <h> = sigmoid(b + W^T v / s^2) (GRBM), the qubit's <n> at the same field (QGRBM); E[v|h] = mu + W h."""
