@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from qidbm.images import save_grid, visible_to_images
-from qidbm.samplers.drawing import SamplingSpec
+from qidbm.samplers.drawing import Output, SamplingSpec
 
 
 def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) -> None:
@@ -85,7 +85,7 @@ class SampleGrid(L.Callback):
         num_samples: int = 64,
         num_steps: int = 200,
         start: Literal["noise", "data", "local_mode"] = "noise",
-        output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] | None = None,
+        output: Output | None = None,
         quantum_step: Literal["paper", "exact"] = "paper",
         dirpath: str | None = None,
         seed: int = 0,
@@ -150,7 +150,7 @@ class FIDCallback(L.Callback):
         num_samples: int = 1000,
         num_steps: int = 1000,
         start: Literal["noise", "data", "local_mode"] = "noise",
-        output: Literal["sample", "mean", "mean_field", "local_mode", "local_search"] | None = None,
+        output: Output | None = None,
         quantum_step: Literal["paper", "exact"] = "paper",
         batch_size: int = 1000,
         fid_weights: str | None = None,
