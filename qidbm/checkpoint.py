@@ -310,7 +310,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model, info
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_output: str | None = None) -> Path:
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_output: str | None = None,
+                      sample_steps: int | None = None) -> Path:
     """Write a slim copy of a ``qidbm fit`` checkpoint for sharing: the model's weights, the
     qidbm section (model class and config, data info) and the hyperparameters, without the
     optimizer state, persistent chains and loop state (not needed by ``qidbm sample`` or
@@ -318,10 +319,12 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_out
 
     ``sample_output``: record this read-out as the copy's ``sample_output`` hyperparameter
     (:class:`~qidbm.lightning.BoltzmannModule`), so that ``qidbm sample`` and ``qidbm evaluate``
-    use it by default; for a read-out chosen after training. Default: keep the checkpoint's."""
-    from qidbm.samplers.drawing import check_sample_output
+    use it by default; for a read-out chosen after training. ``sample_steps``: likewise the Gibbs sweeps
+    per sample. Default: keep the checkpoint's."""
+    from qidbm.samplers.drawing import check_sample_output, check_sample_steps
 
     check_sample_output(sample_output)
+    check_sample_steps(sample_steps)
     ckpt = read_checkpoint(src)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(not_a_checkpoint_message(src, " (no 'state_dict')"))
@@ -333,7 +336,8 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, sample_out
         "state_dict": {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
         "qidbm": info,
         "hyper_parameters": {**ckpt.get("hyper_parameters", {}),
-                             **({"sample_output": sample_output} if sample_output else {})},
+                             **({"sample_output": sample_output} if sample_output else {}),
+                             **({"sample_steps": sample_steps} if sample_steps else {})},
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
         "pytorch-lightning_version": ckpt.get("pytorch-lightning_version"),

@@ -21,8 +21,9 @@ from qidbm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+# overlays that go on their recipe's base.yaml and these files (a model file, or a model file and a first stage)
 OVERLAYS = {"wide.yaml": "mnist_grbm.yaml", "tempered_finetune.yaml": "dbm_498.yaml", "long.yaml": "dbm_498.yaml",
-            "tempered_finetune_fields.yaml": "qidbm_498.yaml"}
+            "tempered_finetune_fields.yaml": "qidbm_498.yaml", "long_finetune.yaml": ("dbm_498.yaml", "long.yaml")}
 # folders of overlays inside a recipe folder: each file goes on the recipe's base and this model file
 OVERLAY_FOLDERS = {"paper/mnist_binary/gamma": "qidbm_498.yaml", "cpu/grbm/gamma": "mnist_qgrbm.yaml"}
 SLOW = ("mnist_bitplanes",)
@@ -42,7 +43,9 @@ def combinations() -> list[tuple[str, ...]]:
                 continue
             folder = str(path.parent.relative_to(CONFIGS))
             if path.name in OVERLAYS:
-                out.append((f"{folder}/base.yaml", f"{folder}/{OVERLAYS[path.name]}", rel))
+                under = OVERLAYS[path.name]
+                under = (under,) if isinstance(under, str) else under
+                out.append((f"{folder}/base.yaml", *(f"{folder}/{u}" for u in under), rel))
             else:
                 out.append((f"{folder}/base.yaml", rel))
         else:

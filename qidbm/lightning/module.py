@@ -27,7 +27,7 @@ from qidbm.lightning.transverse_field import TransverseField
 from qidbm.models import BoltzmannMachine
 from qidbm.models.base import State
 from qidbm.precision import MATMUL_PRECISIONS, matmul_precision
-from qidbm.samplers.drawing import Output, check_sample_output
+from qidbm.samplers.drawing import Output, check_sample_output, check_sample_steps
 from qidbm.samplers.kernels import BlockGibbsKernel, PaperStep
 
 _OBJECTS = ("negative", "positive", "kernel", "optimizer", "lr_schedule", "centering", "init_visible", "transverse_field")
@@ -61,6 +61,9 @@ class BoltzmannModule(L.LightningModule):
         chain_seed: seed of the chains' generator (default: torch's initial seed); DDP rank r uses seed + r.
         transverse_field: :class:`~qidbm.lightning.transverse_field.TransverseField` (fixed, annealed or
             floored fields of the quantum layers) or None (learned, as every other parameter).
+        sample_steps: the Gibbs sweeps per chain with which ``qidbm sample``, ``qidbm evaluate`` and the
+            callbacks draw this machine's samples; None: as many as the negative estimator's chains from
+            noise make (``FromNoise(sweeps)``). Changes nothing in training.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class BoltzmannModule(L.LightningModule):
         sample_output: Output | None = None,
         chain_seed: int | None = None,
         transverse_field: TransverseField | None = None,
+        sample_steps: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, BoltzmannMachine):
@@ -87,6 +91,7 @@ class BoltzmannModule(L.LightningModule):
         if not isinstance(fused_kernels, bool):
             raise TypeError(f"fused_kernels must be true or false, got {fused_kernels!r}")
         check_sample_output(sample_output)
+        check_sample_steps(sample_steps)
         self.model = model
         # objects, or their {class_path, init_args} (a module rebuilt from a checkpoint's hyperparameters)
         self.negative = build(negative, NegativePhase) or Persistent()

@@ -46,6 +46,13 @@ Output = Literal["sample", "mean", "mode", "mean_field", "local_mode", "local_se
 OUTPUTS: tuple[str, ...] = ("sample", "mean", "mode", "mean_field", "local_mode", "local_search")
 
 
+def check_sample_steps(sample_steps: int | None) -> None:
+    """Raise a clear error unless ``sample_steps`` (a machine's sweeps per sample) is None or an integer >= 1."""
+    if sample_steps is not None and (isinstance(sample_steps, bool) or not isinstance(sample_steps, int) or sample_steps < 1):
+        raise ValueError(f"sample_steps must be a number of Gibbs sweeps >= 1 (or unset: the training chains' "
+                         f"sweeps), got {sample_steps!r}")
+
+
 def check_sample_output(sample_output: str | None) -> None:
     """Raise a clear error unless ``sample_output`` (a machine's read-out) is None or one of :data:`OUTPUTS`."""
     if sample_output is not None and sample_output not in OUTPUTS:
@@ -123,9 +130,10 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
     noise into data in that many sweeps and is sampled the same way, read out as the visible state for
     binary units or the conditional mean for Gaussian ones; one trained by Taniguchi et al.'s
     estimator is sampled their way (noise, local search, visible mode). The kernel and matrix
-    precision of training come along, and the module's ``sample_output`` replaces the read-out.
+    precision of training come along, the module's ``sample_output`` replaces the read-out and its
+    ``sample_steps`` the number of sweeps.
     Persistent and data-started chains give no protocol of their own (None: the global defaults,
-    with ``sample_output`` if it is set). Hyperparameters of the flat options of qidbm 0.1 are read
+    with ``sample_output`` and ``sample_steps`` where set). Hyperparameters of the flat options of qidbm 0.1 are read
     through :func:`qidbm.legacy.upgrade_hparams`.
     """
     from qidbm.estimators import NegativePhase, build
@@ -134,13 +142,14 @@ def trained_sampling(hparams: dict | None, gaussian_visible: bool = False) -> Sa
     from qidbm.samplers.visible import LangevinVisible
 
     hp = upgrade_hparams(hparams)
-    readout = hp.get("sample_output")
+    readout, steps = hp.get("sample_output"), hp.get("sample_steps")
     negative = build(hp.get("negative"), NegativePhase)
     spec = None if negative is None else negative.sampling(gaussian_visible)
     if spec is None:
-        return SamplingSpec(output=readout) if readout else None
+        chosen = {k: v for k, v in (("output", readout), ("num_steps", steps)) if v}
+        return SamplingSpec(**chosen) if chosen else None
     kernel = build(hp.get("kernel"))
-    return replace(spec, output=readout or spec.output,
+    return replace(spec, output=readout or spec.output, num_steps=steps or spec.num_steps,
                    quantum_step="exact" if isinstance(kernel, ExactStep) else "paper",
                    visible_step="langevin" if isinstance(getattr(kernel, "visible", None), LangevinVisible) else "gibbs",
                    matmul_precision=hp.get("matmul_precision") or "float32")

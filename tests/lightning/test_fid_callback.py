@@ -127,6 +127,9 @@ def test_callbacks_read_samples_out_as_the_module_says_unless_told():
     assert torch.equal(grid(follows, plain), reference("mean"))
     with pytest.raises(ValueError, match="sample_output must be one of"):
         BoltzmannModule(model, negative=FromNoise(), sample_output="median")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="sample_steps must be a number of Gibbs sweeps"):
+            BoltzmannModule(model, negative=FromNoise(), sample_steps=bad)
 
 
 def test_reference_split_is_checked_and_kept():

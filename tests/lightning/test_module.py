@@ -242,14 +242,18 @@ def test_export_records_a_read_out_chosen_after_training(tmp_path):
     from qidbm.samplers.arguments import add_sampling_arguments, spec_from_arguments
 
     _, last = _fit_with_checkpoints(tmp_path, 1, name="x")
-    slim = export_checkpoint(last, tmp_path / "slim.ckpt", sample_output="mean_field")
+    slim = export_checkpoint(last, tmp_path / "slim.ckpt", sample_output="mean_field", sample_steps=7)
     _, info = load_checkpoint(slim)
     p = argparse.ArgumentParser()
     add_sampling_arguments(p)
     assert spec_from_arguments(p.parse_args([]), info["hyper_parameters"]).output == "mean_field"
+    assert spec_from_arguments(p.parse_args([]), info["hyper_parameters"]).num_steps == 7
+    assert spec_from_arguments(p.parse_args(["--num-steps", "3"]), info["hyper_parameters"]).num_steps == 3
     assert spec_from_arguments(p.parse_args(["--output", "sample"]), info["hyper_parameters"]).output == "sample"
     with pytest.raises(ValueError, match="sample_output must be one of"):
         export_checkpoint(last, tmp_path / "bad.ckpt", sample_output="median")
+    with pytest.raises(ValueError, match="sample_steps must be"):
+        export_checkpoint(last, tmp_path / "bad.ckpt", sample_steps=0)
     assert not (tmp_path / "bad.ckpt").exists()
 
 

@@ -49,6 +49,14 @@ def test_sample_output_names_the_read_out_of_any_protocol():
     assert trained_sampling({**noise, "sample_output": None}, gaussian_visible=True).output == "mean"
 
 
+def test_sample_steps_name_the_sweeps_of_any_protocol():
+    spec = trained_sampling(hparams(negative=Mixture(FromNoise(20), TemperedPersistent([1.0, 0.5])), sample_steps=100))
+    assert (spec.start, spec.num_steps) == ("noise", 100)  # the fresh rows' start, more sweeps
+    spec = trained_sampling(hparams(negative=Persistent(sweeps=5), sample_steps=50))
+    assert spec == SamplingSpec(num_steps=50)  # the global defaults, with these sweeps
+    assert trained_sampling(hparams(negative=FromNoise(20), sample_steps=None)).num_steps == 20
+
+
 def test_local_search_output_is_a_visible_local_mode():
     for m in (DBM([6, 4, 3]), QiDBM([6, 4, 3], [1])):
         g = torch.Generator().manual_seed(0)
