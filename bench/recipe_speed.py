@@ -11,6 +11,7 @@ of the update that the products need at this machine's best speed for them (1: n
 
     python bench/recipe_speed.py --threads 1            # every recipe (a few minutes on 1 idle core)
     python bench/recipe_speed.py --recipes dbm_long --reps 3 --warmup 1 --out /tmp/r   # a quick look
+    python bench/recipe_speed.py --recipes dbm_long --profile     # + where an update's time goes, by operator
 
 Timings need an otherwise idle machine: the 1-minute load average at the start and end is stored.
 Writes ``<out>.json`` and ``<out>.md`` (default ``bench/results/recipe_speed``).
@@ -62,6 +63,23 @@ def measure(name: str, reps: int, warmup: int, limit: MatmulLimit) -> dict[str, 
     }
 
 
+def profile_table(name: str, updates: int = 10, rows: int = 12) -> str:
+    """A ``torch.profiler`` table (self CPU time by operator) of ``updates`` updates of one recipe."""
+    from torch.profiler import ProfilerActivity, profile
+
+    module, dm = from_configs(RECIPES[name])
+    batches = batches_of(dm, 4)
+    start_fit(module, batches)
+    module.lr_schedule = None
+    opt = optimizer_of(module)
+    for i in range(3):
+        module.fit_step(batches[i % 4], opt)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(updates):
+            module.fit_step(batches[i % 4], opt)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = header_lines(res["header"]) + [
         "",
@@ -85,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=20, help="timed updates per recipe")
     p.add_argument("--warmup", type=int, default=3, help="untimed updates first (chains allocated, casts cached)")
+    p.add_argument("--profile", action="store_true", help="also print and store a torch.profiler table of each recipe's update")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "recipe_speed"), help="output path without extension")
     a = p.parse_args(argv)
     names = [n.strip() for n in a.recipes.split(",") if n.strip()]
@@ -100,11 +119,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for name in tqdm(names, desc="recipes"):
         res["rows"].append(measure(name, a.reps, a.warmup, limit))
+        if a.profile:
+            res["rows"][-1]["profile"] = profile_table(name)
     res["header"]["load_end"] = os.getloadavg()[0]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    md = markdown(res)
+    md = markdown(res) + "".join(f"\nProfile of {r['recipe']} (10 updates):\n\n```\n{r['profile']}\n```\n"
+                                 for r in res["rows"] if "profile" in r)
     out.with_suffix(".md").write_text(md)
     print(md)
     return res

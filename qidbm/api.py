@@ -334,12 +334,13 @@ def sample(
     ``BoltzmannModule`` or a bare ``BoltzmannMachine``.
 
     Defaults, the same as ``qidbm sample`` (same ``seed``: the same images): the machine's own sampling,
-    :attr:`Loaded.sampling`. For a machine trained from noise (``negative_start="noise"`` or
-    ``"noise_and_persistent"``, ``cd_steps=k``): chains start from noise (the training's
-    ``noise_density``), run k sweeps, and return the last visible state for binary units or its
+    :attr:`Loaded.sampling`. For a machine trained with chains from noise (``FromNoise(sweeps)``, alone
+    or in a ``Mixture``): chains start from noise (the training's start density), run that many sweeps
+    (or the recorded ``sample_steps``), and return the last visible state for binary units or its
     conditional mean ``E[v | h] = mu + sigma^2 W h`` for Gaussian units, unless the training set a
-    ``sample_output``. The shipped checkpoints: 20 sweeps; the binary DBM and QiDBM return binary
-    images, the GRBM its local mode, the QGRBM the conditional mean. A machine without a trained
+    ``sample_output``. The shipped checkpoints: the binary DBM and QiDBM 50 sweeps read out as the
+    visible mode, the GRBM 20 sweeps and its local mode, the QGRBM 20 sweeps and the conditional
+    mean. A machine without a trained
     protocol (persistent chains, a bare machine): 1,000 Gibbs sweeps from uniform noise, conditional mean.
     The random numbers come from ``torch.Generator(device).manual_seed(seed)``.
 

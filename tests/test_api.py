@@ -39,20 +39,20 @@ def test_sample_equals_the_command_line(tmp_path, flag, capsys):
     images = qidbm.sample(str(DBM), 6, seed=5)
     assert images.shape == (6, 1, 28, 28) and images.dtype == torch.float32
     np.testing.assert_array_equal(images.numpy(), written)
-    assert "num_steps=20" in capsys.readouterr().out
+    assert "num_steps=50" in capsys.readouterr().out  # the sweeps the shipped DBM records
 
 
 def test_sample_defaults_are_the_trained_protocol_not_the_plain_draw():
-    """The default is the machine's trained sampling (20 sweeps from noise, its binary states), built here
+    """The default is the machine's trained sampling (50 sweeps from noise, its visible mode), built here
     from the lower-level pieces; the plain SamplingSpec() (1,000 sweeps, means) gives other images."""
     images = qidbm.sample(DBM, 5, seed=1)
     m = qidbm.load(DBM)
     spec = trained_sampling(m.hparams, m.model.gaussian_visible)
-    assert (spec.num_steps, spec.start, spec.output) == (20, "noise", "sample")
+    assert (spec.num_steps, spec.start, spec.output) == (50, "noise", "mode")
     g = torch.Generator().manual_seed(1)
     x, _ = draw(m.model, 5, spec, generator=g)
     np.testing.assert_array_equal(images.numpy(), x.view(5, 1, 28, 28).numpy())
-    assert set(images.unique().tolist()) <= {0.0, 1.0}  # binary states, not means
+    assert set(images.unique().tolist()) <= {0.0, 1.0}  # binary visible modes, not means
     plain = qidbm.sample(m, 5, seed=1, sampling=SamplingSpec(num_steps=2))
     assert not torch.equal(plain, images) and not set(plain.unique().tolist()) <= {0.0, 1.0}  # mean read-out
 
@@ -99,8 +99,9 @@ def test_load_every_shipped_checkpoint(path):
     assert type(m.model).__name__ == m.info["model_class"] and not m.model.training
     assert m.data_info["dataset"] == "MNIST" and m.data_info["image_shape"] == [1, 28, 28]
     assert m.sampling == trained_sampling(m.hparams, m.model.gaussian_visible)
-    assert m.sampling.num_steps == 20 and m.sampling.start == "noise"
-    assert m.info["global_step"] > 0 and "MNIST" in repr(m) and "num_steps=20" in repr(m)
+    steps = m.hparams.get("sample_steps") or 20  # the recorded sweeps, else the training chains' 20
+    assert m.sampling.num_steps == steps and m.sampling.start == "noise"
+    assert m.info["global_step"] > 0 and "MNIST" in repr(m) and f"num_steps={steps}" in repr(m)
     x = qidbm.sample(m, 2, seed=0, num_steps=1)
     assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all() and 0 <= float(x.min()) and float(x.max()) <= 1
 
@@ -150,7 +151,7 @@ def test_evaluate_tiny_returns_the_documented_keys(monkeypatch):
     assert r["fid"] > 0 and math.isfinite(r["test_log_likelihood"]) and r["test_examples"] == 8
     assert r["ais_runs"] == 2 and r["ais_betas"] == 5 and r["copying"]["samples"] == 6
     assert r["precision_recall"]["samples"] == 6 and sum(r["class_coverage"]["fractions"]) == pytest.approx(1, abs=1e-3)
-    assert "num_steps=20" in r["sampling"] and r["checkpoint"] is None and r["model"] == "DBM"
+    assert "num_steps=50" in r["sampling"] and r["checkpoint"] is None and r["model"] == "DBM"
     est = r["estimated_seconds"]
     assert set(est) == {"sampling", "inception", "frechet", "ais", "log_likelihood", "total"} and est["total"] > 0
     assert lines[1].startswith("estimated run time: about") and lines[-1].startswith("done in")

@@ -39,7 +39,8 @@ def _mnist() -> Path | None:
 def test_the_long_recipe_update_against_its_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("QIDBM_DATA_DIR", str(_mnist()))
     out = tmp_path / "speed"
-    res = _load().main(["--recipes", "dbm_long_finetune", "--reps", "2", "--warmup", "1", "--out", str(out)])
+    res = _load().main(["--recipes", "dbm_long_finetune", "--reps", "2", "--warmup", "1", "--profile",
+                           "--out", str(out)])
     (row,) = res["rows"]
     # the recipe's own machine, estimator and precision, read from its configs
     assert (row["model"], row["negative"], row["batch"], row["precision"]) == ("DBM", "Mixture", 100, "bfloat16")
@@ -47,4 +48,6 @@ def test_the_long_recipe_update_against_its_limit(tmp_path, monkeypatch):
     # 100 chains x 20 sweeps from noise + 50 chains x 4 replicas x 20 sweeps: many products per update
     assert row["gflop"] > 10
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == res["rows"]
-    assert "| dbm_long_finetune | DBM | Mixture |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| dbm_long_finetune | DBM | Mixture |" in md
+    assert "aten::mm" in row["profile"] and "Profile of dbm_long_finetune" in md  # the products are in the profile
