@@ -61,9 +61,9 @@ class BoltzmannModule(L.LightningModule):
         chain_seed: seed of the chains' generator (default: torch's initial seed); DDP rank r uses seed + r.
         transverse_field: :class:`~qidbm.lightning.transverse_field.TransverseField` (fixed, annealed or
             floored fields of the quantum layers) or None (learned, as every other parameter).
-        sample_steps: the Gibbs sweeps per chain with which ``qidbm sample``, ``qidbm evaluate`` and the
-            callbacks draw this machine's samples; None: as many as the negative estimator's chains from
-            noise make (``FromNoise(sweeps)``). Changes nothing in training.
+        sample_steps: the Gibbs sweeps per chain with which ``qidbm sample`` and ``qidbm evaluate`` draw
+            this machine's samples (the callbacks take their own ``num_steps``); None: as many as the
+            negative estimator's chains from noise make (``FromNoise(sweeps)``). Changes nothing in training.
     """
 
     def __init__(
