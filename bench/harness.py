@@ -79,20 +79,26 @@ def _quiet_lightning():
             lg.setLevel(lv)
 
 
-def from_configs(files: Sequence[str | Path], *args: str):
+def from_configs(files: Sequence[str | Path], *args: str, last_stage: bool = False):
     """``(module, datamodule)`` as ``qidbm fit --config f1 --config f2 ... args`` builds them: LightningCLI
     parses the files (relative paths are taken from the repository root) and sets the global seed from
     ``seed_everything`` first, so the initial weights are the run's. ``args`` are overrides as typed on the
     command line, e.g. ``"--model.init_args.matmul_precision", "float32"``. Nothing is written: the
     trainer's loggers and callbacks are dropped. A top-level ``optimizer:`` or ``lr_scheduler:`` section is
-    not applied: updates use the module's own optimizer (:func:`optimizer_of`)."""
+    not applied: updates use the module's own optimizer (:func:`optimizer_of`). ``last_stage``: the module
+    as the recipe's last :class:`~qidbm.lightning.NextStage` leaves it (its estimator and schedule)."""
     from lightning.pytorch.cli import LightningCLI
 
+    from qidbm.lightning import NextStage
+
     argv = [a for f in files for a in ("--config", str(REPO / f))]
-    argv += ["--trainer.logger", "false", "--trainer.callbacks", "[]", *args]
+    argv += ["--trainer.logger", "false", *(() if last_stage else ("--trainer.callbacks", "[]")), *args]
     with _quiet_lightning():
         cli = LightningCLI(model_class=None, datamodule_class=None, subclass_mode_model=True,
                            subclass_mode_data=True, run=False, save_config_callback=None, args=argv)
+    if last_stage:
+        for stage in sorted((c for c in cli.trainer.callbacks if isinstance(c, NextStage)), key=lambda c: c.at_step):
+            stage.switch(cli.model)
     return cli.model, cli.datamodule
 
 

@@ -2,7 +2,7 @@
 
 For every recipe (``--recipes``, default all of ``RECIPES``) the module is built from the recipe's
 config files exactly as ``qidbm fit`` builds it (bench/harness.py ``from_configs``: the machine, its
-estimators, precision, centering and optimizer), started on the recipe's own training batches, and
+estimators, precision, centering and optimizer; a two-stage recipe in its second stage), started on the recipe's own training batches, and
 ``--reps`` updates (``module.fit_step``: loss, backward, centering transform, optimizer step; no
 Lightning loop, logging or checkpoints) are timed after ``--warmup`` untimed ones. Beside the median
 time: the update's **matmul limit**, every matrix product of one update replayed alone at its shape,
@@ -45,7 +45,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
 
 
 def measure(name: str, reps: int, warmup: int, limit: MatmulLimit) -> dict[str, Any]:
-    module, dm = from_configs(RECIPES[name])
+    module, dm = from_configs(RECIPES[name], last_stage=True)
     batches = batches_of(dm, 4)
     start_fit(module, batches)
     module.lr_schedule = None  # a factor on the rate per update, free; its cool-down needs a Trainer's max_steps
@@ -67,7 +67,7 @@ def profile_table(name: str, updates: int = 10, rows: int = 12) -> str:
     """A ``torch.profiler`` table (self CPU time by operator) of ``updates`` updates of one recipe."""
     from torch.profiler import ProfilerActivity, profile
 
-    module, dm = from_configs(RECIPES[name])
+    module, dm = from_configs(RECIPES[name], last_stage=True)
     batches = batches_of(dm, 4)
     start_fit(module, batches)
     module.lr_schedule = None

@@ -78,9 +78,13 @@ def test_print_config(combo, capsys, tmp_path, monkeypatch):
 
 def _overrides(combo, tmp_path) -> list[str]:
     text = "".join((CONFIGS / c).read_text() for c in combo)
+    out = []
     if "cooldown_steps" in text:  # a cool-down must fit in the run
-        return ["--model.init_args.lr_schedule.init_args.cooldown_steps", "1", *_data_overrides(text, tmp_path)]
-    return _data_overrides(text, tmp_path)
+        out += ["--model.init_args.lr_schedule.init_args.cooldown_steps", "1"]
+    if "NextStage" in text:  # the second stage starts at the second step (its callback is the last in the list)
+        out += ["--model.init_args.lr_schedule.init_args.end_step", "1", "--trainer.callbacks.init_args.at_step", "1",
+                "--trainer.callbacks.init_args.lr_schedule.init_args.cooldown_steps", "1"]
+    return out + _data_overrides(text, tmp_path)
 
 
 def _data_overrides(text: str, tmp_path) -> list[str]:

@@ -9,6 +9,7 @@ from qidbm.lightning.final_checkpoint import FinalCheckpoint
 from qidbm.lightning.loggers import WandbLogger
 from qidbm.lightning.mid_epoch_resume import MidEpochResume
 from qidbm.lightning.module import BoltzmannModule
+from qidbm.lightning.next_stage import NextStage
 from qidbm.lightning.run_lock import RunFolderInUseError, RunLock
 from qidbm.lightning.transverse_field import TransverseField
 
@@ -19,6 +20,7 @@ __all__ = [
     "FaultGuard",
     "FinalCheckpoint",
     "MidEpochResume",
+    "NextStage",
     "NumericalFaultError",
     "RunFolderInUseError",
     "RunLock",

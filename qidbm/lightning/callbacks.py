@@ -32,7 +32,8 @@ def log_image_to_loggers(trainer: L.Trainer, key: str, grid: Tensor, step: int) 
 
 
 def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int, spec: SamplingSpec, seed: int,
-                      follow_training_anneal: bool = False, follow_sample_output: bool = False) -> Tensor:
+                      follow_training_anneal: bool = False, follow_sample_output: bool = False,
+                      follow_sample_steps: bool = False) -> Tensor:
     """:func:`qidbm.samplers.drawing.draw` for a module in training: ``pl_module.model`` sampled with
     ``spec`` and a generator of its own (seeded by ``seed``), so that evaluation never perturbs the
     training chains' random stream; the module is put in eval mode meanwhile.
@@ -40,7 +41,9 @@ def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int
     ``follow_training_anneal``: a noise start anneals as the module's noise-started training chains
     do (``FromNoise(anneal_from=...)``), as ``qidbm sample`` does (``spec.anneal_from`` is then ignored).
     ``follow_sample_output``: the samples are read out as the module's ``sample_output`` says, as
-    ``qidbm sample`` does, when it is set (``spec.output`` otherwise)."""
+    ``qidbm sample`` does, when it is set (``spec.output`` otherwise). ``follow_sample_steps``: the
+    chains run as many sweeps as ``qidbm sample`` runs on this module now (its ``sample_steps``, else its
+    noise-started training chains' sweeps), so a grid follows a :class:`~qidbm.lightning.NextStage`."""
     from qidbm.samplers.drawing import draw
 
     trained = pl_module.sampling() if hasattr(pl_module, "sampling") else None
@@ -48,6 +51,8 @@ def draw_eval_samples(trainer: L.Trainer, pl_module: L.LightningModule, num: int
         beta = trained.anneal_from if trained is not None and trained.start == "noise" else 1.0
         if beta != spec.anneal_from:
             spec = dataclasses.replace(spec, anneal_from=beta)
+    if follow_sample_steps and trained is not None and trained.num_steps != spec.num_steps:
+        spec = dataclasses.replace(spec, num_steps=trained.num_steps)
     readout = getattr(pl_module, "hparams", {}).get("sample_output")
     if follow_sample_output and readout:
         spec = dataclasses.replace(spec, output=readout)
@@ -71,7 +76,9 @@ class SampleGrid(L.Callback):
     (default: the logger's directory) and log the grid to every logger.
 
     Sampling uses its own generator (seeded by ``seed``) so that it never perturbs the
-    training chains' random stream. ``noise_density``: the noise start's density range, and
+    training chains' random stream. ``num_steps`` None: as many sweeps as ``qidbm sample`` runs on the
+    module at that point (its ``sample_steps``, which a :class:`~qidbm.lightning.NextStage` may change).
+    ``noise_density``: the noise start's density range, and
     ``anneal_from``: the first sweep's inverse temperature of an annealed chain
     (:class:`~qidbm.samplers.drawing.SamplingSpec`); left at None, a noise start anneals as the
     module's noise-started training chains do (``FromNoise(anneal_from=...)``), which is what ``qidbm sample`` draws;
@@ -83,7 +90,7 @@ class SampleGrid(L.Callback):
         self,
         every_n_epochs: int = 1,
         num_samples: int = 64,
-        num_steps: int = 200,
+        num_steps: int | None = 200,
         start: Literal["noise", "data", "local_mode"] = "noise",
         output: Output | None = None,
         quantum_step: Literal["paper", "exact"] = "paper",
@@ -94,7 +101,8 @@ class SampleGrid(L.Callback):
     ) -> None:
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
-        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output or "mean", quantum_step=quantum_step,
+        self.follow_sample_steps = num_steps is None
+        self.spec = SamplingSpec(num_steps=200 if num_steps is None else num_steps, start=start, output=output or "mean", quantum_step=quantum_step,
                                  noise_density=noise_density, anneal_from=1.0 if anneal_from is None else anneal_from)
         self.follow_training_anneal = anneal_from is None
         self.follow_sample_output = output is None
@@ -115,7 +123,7 @@ class SampleGrid(L.Callback):
     @rank_zero_only
     def make_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
         x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal,
-                              self.follow_sample_output)
+                              self.follow_sample_output, self.follow_sample_steps)
         images = visible_to_images(x, getattr(pl_module, "data_info", None))
         d = self._dir(trainer)
         save_grid(images, d / f"epoch={trainer.current_epoch:03d}.png")
@@ -129,7 +137,8 @@ class SampleGrid(L.Callback):
 class FIDCallback(L.Callback):
     """FID every ``every_n_epochs`` epochs on ``num_samples`` samples (docs/maths.md, 'FID protocol').
 
-    Samples are drawn with the evaluation sampling options (``num_steps``, ``start``,
+    Samples are drawn with the evaluation sampling options (``num_steps``: None runs as many sweeps as
+    ``qidbm sample`` runs on the module then, as :class:`SampleGrid`; ``start``,
     ``output``: None follows the module's ``sample_output``, else ``"mean"``; ``quantum_step``,
     ``noise_density``, ``anneal_from``: None follows the module's training chains, as :class:`SampleGrid`) and compared with the data module's test images
     (encoded then decoded like the training data), whose Inception statistics are cached on
@@ -148,7 +157,7 @@ class FIDCallback(L.Callback):
         self,
         every_n_epochs: int = 5,
         num_samples: int = 1000,
-        num_steps: int = 1000,
+        num_steps: int | None = 1000,
         start: Literal["noise", "data", "local_mode"] = "noise",
         output: Output | None = None,
         quantum_step: Literal["paper", "exact"] = "paper",
@@ -173,8 +182,9 @@ class FIDCallback(L.Callback):
         self.reference, self.reference_size = reference, reference_size
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
-        self.spec = SamplingSpec(num_steps=num_steps, start=start, output=output or "mean", quantum_step=quantum_step,
-                                 batch_size=batch_size, noise_density=noise_density,
+        self.follow_sample_steps = num_steps is None
+        self.spec = SamplingSpec(num_steps=1000 if num_steps is None else num_steps, start=start,
+                                 output=output or "mean", quantum_step=quantum_step, batch_size=batch_size, noise_density=noise_density,
                                  anneal_from=1.0 if anneal_from is None else anneal_from)
         self.follow_training_anneal = anneal_from is None
         self.follow_sample_output = output is None
@@ -218,7 +228,7 @@ class FIDCallback(L.Callback):
         mu_r, sigma_r = reference_stats(data_reference_key(info, split, n), lambda: dm.reference_images(split, n),
                                         accumulator=acc)
         x = draw_eval_samples(trainer, pl_module, self.num_samples, self.spec, self.seed, self.follow_training_anneal,
-                              self.follow_sample_output)
+                              self.follow_sample_output, self.follow_sample_steps)
         images = visible_to_images(x, info)
         if not torch.isfinite(images).all():
             return float("nan")

@@ -118,6 +118,7 @@ class BoltzmannModule(L.LightningModule):
         self._first_batch_checked = False
         self._resume: dict | None = None  # the checkpoint's settings, compared once training starts
         self._optimizer_settings: list | None = None
+        self._pending_chains: State | None = None  # a resumed checkpoint's chains of another estimator
 
     def setup(self, stage: str) -> None:
         from qidbm.lightning.batch_checks import check_data_matches_model
@@ -153,6 +154,11 @@ class BoltzmannModule(L.LightningModule):
             defaults = {k: to_config(p.default) for k, p in inspect.signature(type(self).__init__).parameters.items()
                         if p.default is not inspect.Parameter.empty}
             apply_changed_settings_on_resume(self.trainer, resume, dict(self.hparams), self._optimizer_settings, defaults)
+            if self.lr_schedule is not None:  # the first resumed update at this schedule's rate, not the restored one
+                for config in self.trainer.lr_scheduler_configs:
+                    sched = config.scheduler
+                    for group, base in zip(sched.optimizer.param_groups, getattr(sched, "base_lrs", [])):
+                        group["lr"] = base * self.lr_schedule.factor(self.global_step, self.trainer.max_steps)
 
     @property
     def generator(self) -> torch.Generator:

@@ -73,10 +73,13 @@ def restore_state(module, checkpoint: dict) -> None:
     if len(chains) > 1 and len(chains) != world:
         raise ValueError(f"this checkpoint holds persistent chains for {len(chains)} DDP ranks but the job has "
                          f"{world}; resume with the same number of devices")
+    mine = chains[min(rank, len(chains) - 1)]
     try:
-        module.negative.chains = chains[min(rank, len(chains) - 1)]
+        module.negative.chains = mine
     except ValueError:
-        pass  # chains of another estimator: a resume that changes the negative phase starts it afresh
+        # chains of another estimator: a resume that changes the negative phase starts it afresh, unless a
+        # NextStage switches to the checkpoint's estimator again (it takes them from here)
+        module._pending_chains = mine
     module._generator, module._restored_generator_state = None, gens[min(rank, len(gens) - 1)]
     if module.centering is not None:
         module.centering.offsets = info.get("centering_offsets")

@@ -24,6 +24,31 @@ def _plain(x: Any) -> Any:
         return x
 
 
+def _canonical(x: Any) -> Any:
+    """:func:`_plain`, with every ``init_args`` entry that equals its class's default dropped, so that a
+    checkpoint written before an argument existed compares equal to a run that leaves it at its default."""
+    import importlib
+    import inspect
+
+    x = _plain(x)
+    if isinstance(x, list):
+        return [_canonical(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    out = {k: _canonical(v) for k, v in x.items()}
+    path, args = out.get("class_path"), out.get("init_args")
+    if isinstance(path, str) and path.startswith(("qidbm.", "torch.optim.")) and isinstance(args, dict):
+        try:
+            module, _, name = path.rpartition(".")
+            params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        except (ImportError, AttributeError, TypeError, ValueError):
+            return out
+        out["init_args"] = {k: v for k, v in args.items()
+                            if not (k in params and params[k].default is not inspect.Parameter.empty
+                                    and _plain(params[k].default) == v)}
+    return out
+
+
 # model settings that only set the initial values, which a resume replaces by the checkpoint's
 _INIT_ONLY_MODEL_KEYS = frozenset({"weight_std", "transverse_field_init"})
 
@@ -150,7 +175,7 @@ def apply_changed_settings_on_resume(trainer: L.Trainer, resume: dict, hparams: 
                         group[k] = tuple(new[k]) if isinstance(group.get(k), tuple) else new[k]
                     lines.append(f"{k}{where} {old[k]} -> {new[k]} (applied{note})")
     for k in sorted(set(old_hp) & set(hparams)):
-        if k.startswith("_") or k in ("optimizer", "lr", "momentum", "weight_decay") or _plain(old_hp[k]) == _plain(hparams[k]):
+        if k.startswith("_") or k in ("optimizer", "lr", "momentum", "weight_decay") or _canonical(old_hp[k]) == _canonical(hparams[k]):
             continue  # the optimizer's settings are compared above (the CLI's optimizer: section sets them there)
         lines.append(f"{k} {old_hp[k]!r} -> {hparams[k]!r} ({_RESUME_NOTES.get(k, 'applied')})")
     for k in sorted(set(hparams) - set(old_hp)) if old_hp and defaults else []:
