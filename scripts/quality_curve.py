@@ -4,9 +4,11 @@ For each run folder (``qidbm fit``'s ``default_root_dir``), every ``checkpoints/
 the way the machine was trained to be sampled (``qidbm.samplers.drawing.trained_sampling``; else
 ``--num-steps`` Gibbs sweeps from noise), and scored by FID (``--fid-samples`` against the
 10,000 test images, pytorch-fid Inception) and class coverage (the shipped classifier, on the
-first ``--coverage-samples`` of them). The training wall time of a checkpoint is the elapsed time
-its ``Timer`` callback recorded (runs with ``trainer.max_time``), else the file's age since the
-run's first checkpoint. Writes ``<out>.json`` and ``<out>.png`` (FID and classes within 4-20 %
+first ``--coverage-samples`` of them). A run given as ``FOLDER1+FOLDER2`` is one run whose later
+updates were made by a resume into another folder (one curve). The training wall time of a checkpoint
+is the elapsed time its ``Timer`` callback recorded (runs with ``trainer.max_time``), else the file's
+age since the run started (its first folder's ``config.yaml``, written when the fit starts; else its
+first checkpoint). Writes ``<out>.json`` and ``<out>.png`` (FID and classes within 4-20 %
 against training minutes, or epochs with ``--x epoch``, or updates with ``--x step``, one line per run).
 
 ``--rescore K`` then draws ``--rescore-samples`` fresh samples (another seed) from the K checkpoints of
@@ -41,9 +43,29 @@ def training_seconds(ckpt: dict) -> float | None:
     return None
 
 
+def run_start(folder: Path) -> float | None:
+    """When a fit started, as a file time: the earliest ``config.yaml`` / ``hparams.yaml`` under ``folder``."""
+    times = [f.stat().st_mtime for name in ("config.yaml", "hparams.yaml") for f in folder.rglob(name)]
+    return min(times) if times else None
+
+
+def run_checkpoints(run: str) -> list[Path]:
+    """The checkpoints of a run, one per update count; ``A+B``: the run in folder A continued in folder B
+    (a resume with another ``default_root_dir``), B's file winning where both hold a step."""
+    from qidbm.api import checkpoint_files
+    from qidbm.checkpoint import read_checkpoint
+
+    by_step: dict = {}
+    for folder in run.split("+"):
+        for f in checkpoint_files(folder):
+            by_step[read_checkpoint(f, map_location="cpu", mmap=True).get("global_step")] = f
+    return [by_step[k] for k in sorted(by_step)]
+
+
 def run_label(rows: list[dict]) -> str:
     """``DBM (dbm_s1)``: the model and the run folder, skipping Lightning's ``lightning_logs/version_N``."""
-    parts = [x for x in Path(rows[0]["run"]).parts if x != "lightning_logs" and not x.startswith("version_")]
+    first = str(rows[0]["run"]).split("+")[0]  # a run continued in another folder is named by its first
+    parts = [x for x in Path(first).parts if x != "lightning_logs" and not x.startswith("version_")]
     return f"{rows[0]['model']} ({parts[-1] if parts else rows[0]['run']})"
 
 
@@ -93,7 +115,8 @@ def markdown_table(best: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="*", type=Path, help="run folders (each with checkpoints/)")
+    p.add_argument("runs", nargs="*", help="run folders (each with checkpoints/); FOLDER1+FOLDER2 for a run resumed "
+                   "into another folder")
     p.add_argument("--fid-samples", type=int, default=2000)
     p.add_argument("--coverage-samples", type=int, default=1000)
     p.add_argument("--num-steps", type=int, default=1000, help="Gibbs sweeps when the run has no trained sampling")
@@ -118,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give run folders to score (or --replot JSON to redraw an earlier result)")
 
     from qidbm.checkpoint import load_checkpoint, read_checkpoint
-    from qidbm.api import checkpoint_files
     from qidbm.data import datamodule_from_info
     from qidbm.images import visible_to_images
     from qidbm.metrics import frechet_distance, reference_stats
@@ -156,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, best = [], []
     for run in a.runs:
-        files = checkpoint_files(run)
+        files = run_checkpoints(run)
         files = [f for i, f in enumerate(files) if i % a.every == 0 or i == len(files) - 1]
-        t_first = None
+        t_first = run_start(Path(run.split("+")[0]))
         run_rows = []
         for f in files:
             raw = read_checkpoint(f, map_location="cpu")
@@ -170,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                    "epoch": raw.get("epoch"), "train_seconds": round(secs, 1), **score(f, a.fid_samples, 0)}
             run_rows.append(row)
             cov = row["coverage"]
-            print(f"{run.name} {f.name} epoch {row['epoch']} step {row['global_step']} {secs / 60:.1f} min: "
+            print(f"{Path(run.split('+')[-1]).name} {f.name} epoch {row['epoch']} step {row['global_step']} {secs / 60:.1f} min: "
                   f"FID {row['fid']:.2f}"
                   + (f", classes in 4-20 %: {cov['classes_in_range']}/10, KL {cov['kl_from_uniform']:.3f}" if cov else ""),
                   flush=True)

@@ -71,6 +71,31 @@ def test_run_labels_name_the_model_and_the_run_folder():
     rows = [{"run": "/w/runs18/dbm_s1/lightning_logs/version_0", "model": "DBM"}]
     assert quality_curve.run_label(rows) == "DBM (dbm_s1)"
     assert quality_curve.run_label([{"run": "runs/q", "model": "QiDBM"}]) == "QiDBM (q)"
+    assert quality_curve.run_label([{"run": "runs/long_s0+runs/longft_s0", "model": "DBM"}]) == "DBM (long_s0)"
+
+
+def test_a_run_resumed_into_another_folder_is_one_run(tiny_run, tmp_path):  # noqa: F811
+    # A holds updates 2 and 4, B (the resume's folder) 4 and 6: one run of updates 2, 4, 6, B's 4 winning;
+    # its clock starts when A's fit started (config.yaml), not at A's first checkpoint
+    import os
+    import shutil
+
+    cfg, out = tiny_run
+    main(["fit", "--config", str(cfg), "--trainer.max_epochs", "2",
+          "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", str(out / "checkpoints"),
+          "--trainer.callbacks.every_n_train_steps", "2", "--trainer.callbacks.save_top_k", "-1",
+          "--trainer.callbacks.filename", "{step}"])
+    a, b = tmp_path / "A", tmp_path / "B"
+    for folder, steps in ((a, (2, 4)), (b, (4, 6))):
+        (folder / "checkpoints").mkdir(parents=True)
+        for k in steps:
+            shutil.copy(out / "checkpoints" / f"step={k}.ckpt", folder / "checkpoints")
+    (a / "lightning_logs" / "version_0").mkdir(parents=True)
+    (a / "lightning_logs" / "version_0" / "config.yaml").write_text("{}")
+    os.utime(a / "lightning_logs" / "version_0" / "config.yaml", (1000.0, 1000.0))
+    assert quality_curve.run_checkpoints(f"{a}+{b}") == [a / "checkpoints" / "step=2.ckpt",
+                                                        b / "checkpoints" / "step=4.ckpt", b / "checkpoints" / "step=6.ckpt"]
+    assert quality_curve.run_start(a) == 1000.0 and quality_curve.run_start(b) is None
 
 
 def test_no_runs_and_no_replot_is_a_clear_error(capsys):
