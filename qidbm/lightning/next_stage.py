@@ -66,11 +66,12 @@ class NextStage(L.Callback):
 
             check_cooldown(self.lr_schedule.cooldown_steps, max_steps, self.lr_schedule.end_step)
         first = getattr(pl_module, "lr_schedule", None)
-        end = getattr(first, "end_step", None)
-        if first is not None and first.cooldown_steps and end is not None and end != self.at_step:
+        if first is not None and first.cooldown_steps and first.end_step != self.at_step:
+            end = max_steps if first.end_step is None else first.end_step
             raise ValueError(
-                f"the first stage's cool-down ends at update {end} (LRSchedule end_step) but the next stage starts "
-                f"at {self.at_step} (NextStage at_step): set both to the same update")
+                f"the first stage's cool-down ends at update {end} (LRSchedule end_step"
+                f"{'' if first.end_step is not None else ' unset: trainer.max_steps'}) but the next stage starts "
+                f"at {self.at_step} (NextStage at_step): set end_step to {self.at_step}")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a run resumed after the switch: switch again before its first update (before the module's

@@ -119,7 +119,10 @@ def test_stage_settings_the_run_cannot_follow_are_errors(tmp_path):
         _fit(tmp_path, AT, staged=True)
     module = BoltzmannModule(DBM([4, 6, 3]), lr_schedule=LRSchedule(cooldown_steps=2, end_step=8))
     pats, _ = bars_and_stripes_2x2()
-    with pytest.raises(ValueError, match="set both to the same update"):
+    with pytest.raises(ValueError, match="set end_step to 10"):
+        trainer(tmp_path, max_steps=END, callbacks=[NextStage(at_step=AT)]).fit(module, DataLoader(pats.float(), batch_size=6))
+    module = BoltzmannModule(DBM([4, 6, 3]), lr_schedule=LRSchedule(cooldown_steps=2))  # would cool down to max_steps
+    with pytest.raises(ValueError, match="end_step unset: trainer.max_steps.*set end_step to 10"):
         trainer(tmp_path, max_steps=END, callbacks=[NextStage(at_step=AT)]).fit(module, DataLoader(pats.float(), batch_size=6))
     with pytest.raises(ValueError, match="end_step"):
         LRSchedule(cooldown_steps=2, end_step=0)
