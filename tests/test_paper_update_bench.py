@@ -1,21 +1,18 @@
 """bench/paper_update.py: the protocol is read from the paper configs, and one timed and counted
 update of the paper DBM runs end to end (MNIST needed: skipped without it)."""
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "paper_update.py"
+from tests.scripts import load_script
+
 CONFIGS = ["configs/paper/mnist_binary/base.yaml", "configs/paper/mnist_binary/qidbm_498.yaml"]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_paper_update", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/paper_update.py")
 
 
 def test_the_protocol_comes_from_the_config_files():

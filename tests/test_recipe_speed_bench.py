@@ -1,22 +1,19 @@
 """bench/recipe_speed.py: each recipe is built from its config files, and one timed and counted update
 runs end to end (MNIST needed: skipped without it)."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "bench" / "recipe_speed.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_recipe_speed", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/recipe_speed.py")
 
 
 def test_every_recipe_names_config_files_that_exist():

@@ -1,19 +1,15 @@
 """bench/scaling.py end to end at a tiny size: one row per model, size and batch, the limit beside the time."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "scaling.py"
+from tests.scripts import load_script
+
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_scaling", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/scaling.py")
 
 
 @pytest.mark.parametrize("workload", ["pcd1", "recipe"])
