@@ -111,6 +111,11 @@ class BoltzmannModule(L.LightningModule):
         for k in _OBJECTS:  # checkpoints hold plain data: each object as {class_path, init_args}
             value = getattr(self, "optimizer_factory" if k == "optimizer" else k)
             self.hparams[k] = self.hparams[k] if isinstance(self.hparams.get(k), dict) else to_config(value)
+        opt = self.hparams["optimizer"]
+        if isinstance(opt, dict) and str(opt.get("class_path", "")).startswith("torch.optim."):
+            # the same optimizer as a plain partial: LightningCLI's callable holds its parser (and so sys.stdout),
+            # which a deep copy of the module (Lightning's EMAWeightAveraging) or pickling cannot take
+            self.optimizer_factory = build(opt)
         self.summed_layers = self.negative.summed_layers(model)
         self.data_info: dict | None = None
         self._generator: torch.Generator | None = None
